@@ -30,7 +30,92 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _config_parser(sub, "extract", "write aligned residual activations for every model and layer")
+    for name, text in [("train", "train (or load) an SAE per model and layer, with eval.json"),
+                       ("eval", "re-evaluate the SAEs of a run and rewrite their eval.json")]:
+        p = _config_parser(sub, name, text)
+        p.add_argument("--wandb", action="store_true", help="log to wandb (offline unless wandb.mode=online)")
+    _config_parser(sub, "match", "correlate SAE features across models and pair them (hungarian/max/mutual)")
+    q = sub.add_parser("query", help="query matched pairs and feature cards of a run directory")
+    q.add_argument("run_dir", help="a run directory (run_dir of the config)")
+    q.add_argument("--layers", nargs=2, type=int, metavar=("LA", "LB"), help="only this layer pair")
+    q.add_argument("--min-corr", type=float, default=-1.0, help="only pairs at or above this correlation")
+    q.add_argument("--limit", type=int, default=10)
+    q.add_argument("--all", action="store_true", help="include pairs flagged by the filters")
+    q.add_argument("--partner", nargs=3, metavar=("MODEL", "LAYER", "FEATURE"), help="a feature's partners and cards")
+    q.add_argument("--card", nargs=3, metavar=("MODEL", "LAYER", "FEATURE"), help="one feature's card")
+    q.add_argument("--search", metavar="WORD", help="features whose top contexts contain WORD")
+    q.add_argument("--summary", action="store_true", help="pairs per layer pair")
+    q.add_argument("--sql", help="raw SQL over the views 'pairs' and 'features'")
+    q.add_argument("--json", action="store_true", help="JSON output for scripts")
     return parser
+
+
+def _cmd_match(args: argparse.Namespace) -> int:
+    from saematch.config import load_config
+    from saematch.pipeline import run_match
+
+    cfg = load_config(args.config, args.overrides)
+    infos = run_match(cfg, force=args.force)
+    log.info("matched %d layer pairs; query them with: saematch query %s", len(infos), cfg.run_dir)
+    return 0
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from saematch.matching.render import side_by_side, table, to_json
+    from saematch.matching.store import PairStore
+
+    store = PairStore(args.run_dir)
+    if args.sql:
+        df = store.sql(args.sql)
+    elif args.partner:
+        m, la, f = args.partner
+        df = store.partner(m, int(la), int(f))
+    elif args.card:
+        m, la, f = args.card
+        df = store.card(m, int(la), int(f))
+    elif args.search:
+        df = store.search(args.search, args.limit)
+    elif args.summary:
+        df = store.layer_pairs()
+    else:
+        la, lb = args.layers or (None, None)
+        df = store.top_pairs(la, lb, args.min_corr, args.limit, only_kept=not args.all)
+        if not args.json:
+            print(side_by_side(df))
+            return 0
+    print(to_json(df) if args.json else table(df))
+    return 0
+
+
+def _logger(cfg, args: argparse.Namespace, name: str):
+    from pathlib import Path
+
+    from saematch.configio import to_dict
+    from saematch.logger import make_logger
+
+    wcfg = cfg.wandb
+    if getattr(args, "wandb", False):
+        import dataclasses
+
+        wcfg = dataclasses.replace(wcfg, enabled=True)
+    return make_logger(wcfg, Path(cfg.run_dir), name, to_dict(cfg))
+
+
+def _cmd_train(args: argparse.Namespace, evaluate_only: bool = False) -> int:
+    from saematch.config import load_config
+    from saematch.pipeline import run_sae
+
+    cfg = load_config(args.config, args.overrides)
+    logger = _logger(cfg, args, "eval" if evaluate_only else "train")
+    try:
+        evals = run_sae(cfg, force=args.force, logger=logger, evaluate_only=evaluate_only)
+    finally:
+        logger.finish()
+    for (model, layer), ev in evals.items():
+        rec = "n/a" if ev.loss_recovered is None else f"{ev.loss_recovered:.3f}"
+        log.info("%s L%d: FVU %.3f  L0 %.1f  dead %.1f%%  dense %.1f%%  loss recovered %s",
+                 model, layer, ev.fvu, ev.l0, 100 * ev.dead_frac, 100 * ev.dense_frac, rec)
+    return 0
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
@@ -44,7 +129,13 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"extract": _cmd_extract}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "extract": _cmd_extract,
+    "train": _cmd_train,
+    "eval": lambda a: _cmd_train(a, evaluate_only=True),
+    "match": _cmd_match,
+    "query": _cmd_query,
+}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -69,6 +69,7 @@ class CorpusConfig:
     text_field: str = "text"  # column holding text in jsonl/parquet/hf sources
     max_tokens: int = 30000  # text budget, counted in the first model's tokens
     max_docs: Optional[int] = None
+    max_doc_tokens: Optional[int] = None  # cut each document to this many tokens (more documents per budget)
     shuffle_docs: bool = True  # seeded document order, so budgets sample many documents
     window: int = 128  # tokens per window (BOS excluded)
     align: Literal["word", "boundary"] = "word"  # word ends, or shared token boundaries
@@ -77,6 +78,7 @@ class CorpusConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_tokens > 0, "corpus.max_tokens must be positive")
+        _check(self.max_doc_tokens is None or self.max_doc_tokens > 0, "corpus.max_doc_tokens must be positive")
         _check(self.window >= 8, "corpus.window must be at least 8 tokens")
         _check(0 <= self.min_context < self.window, "corpus.min_context must be in [0, window)")
 
@@ -86,7 +88,8 @@ class ExtractConfig:
     """Running the models and writing the activation store."""
 
     batch_size: int = 8  # windows per forward pass
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"  # model compute dtype
+    # model compute dtype; 'auto' = bfloat16 where it is fast (GPU, CPUs with bf16 kernels), else float32
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     device: str = "cpu"
     store_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     shard_units: int = 4096  # rows per shard file
@@ -134,8 +137,7 @@ class MatchConfig:
 
     layer_pairs: Union[Literal["all"], tuple[tuple[int, int], ...]] = "all"
     method: Literal["hungarian", "max", "mutual"] = "hungarian"
-    min_corr: float = 0.0  # pairs below this correlation are flagged, not dropped
-    drop_dead: bool = True  # exclude features that never fire
+    min_corr: float = 0.0  # pairs below this correlation are flagged (keep=false), not dropped
     drop_dense: bool = False  # exclude features firing on more than sae.dense_threshold
     token_filter: bool = False  # flag pairs whose top units are punctuation/special only
     candidates_k: int = 64  # sparse Hungarian: top-K candidates per row and column

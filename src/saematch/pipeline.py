@@ -41,6 +41,32 @@ class Hashes:
         train = {k: v for k, v in vars(s).items() if k not in {"threads", "checkpoint_every", "loss_windows"}}
         return config_hash(self.acts(spec), layer, train)
 
+    def features(self, spec: ModelSpec, layer: int) -> str:
+        m = self.cfg.matching
+        return config_hash(self.sae(spec, layer), m.top_contexts, m.context_chars, self.cfg.sae.dense_threshold)
+
+    def pairs(self, a: ModelSpec, la: int, b: ModelSpec, lb: int) -> str:
+        return config_hash(self.features(a, la), self.features(b, lb), self.cfg.matching)
+
+
+def model_pairs(cfg: RunConfig) -> list[tuple[ModelSpec, ModelSpec]]:
+    """Every pair of models (A before B in config order)."""
+    ms = cfg.models
+    return [(ms[i], ms[j]) for i in range(len(ms)) for j in range(i + 1, len(ms))]
+
+
+def layer_pairs(cfg: RunConfig, a: ModelSpec, b: ModelSpec) -> list[tuple[int, int]]:
+    from saematch.errors import ConfigError
+
+    if cfg.matching.layer_pairs == "all":
+        return [(la, lb) for la in a.layers for lb in b.layers]
+    pairs = [tuple(p) for p in cfg.matching.layer_pairs]
+    for la, lb in pairs:
+        if la not in a.layers or lb not in b.layers:
+            raise ConfigError(f"matching.layer_pairs: [{la}, {lb}] is not among the configured layers of "
+                              f"'{a.key}' {list(a.layers)} and '{b.key}' {list(b.layers)}")
+    return pairs
+
 
 def layout(cfg: RunConfig) -> RunLayout:
     return RunLayout(Path(cfg.run_dir))
@@ -100,3 +126,119 @@ def run_extract(cfg: RunConfig, force: bool = False) -> list:
         log.info("extract %s: %d rows, %d shards written, %d reused", spec.key, res.n_rows, res.shards_written, res.shards_skipped)
         results.append(res)
     return results
+
+
+def _adapter_loader(cfg: RunConfig, spec: ModelSpec):
+    """A memoised loader, so a model is loaded at most once and only when needed."""
+    from saematch.adapter import load_model
+
+    cache: dict = {}
+
+    def get():
+        if "m" not in cache:
+            cache["m"] = load_model(spec.name, cfg.cache_path, cfg.extract.dtype, cfg.extract.device,
+                                    spec.trust_remote_code, spec.revision)
+        return cache["m"]
+
+    return get
+
+
+def run_sae(cfg: RunConfig, force: bool = False, logger=None, evaluate_only: bool = False) -> dict:
+    """Stage 3: train (or load) one SAE per (model, layer) and write its eval.json."""
+    from saematch.activations import open_layer
+    from saematch.corpus import Corpus
+    from saematch.logger import NullLogger
+    from saematch.sae.evaluate import SAEEval
+    from saematch.sae.load import load_sae_dir
+    from saematch.sae.stage import evaluate_sae, loss_batch, sae_for_layer
+    from saematch.artifacts import read_json, write_json
+
+    logger = logger or NullLogger()
+    if not evaluate_only:
+        run_extract(cfg)
+    set_threads(cfg.sae.threads)
+    lay, hashes = layout(cfg), Hashes(cfg)
+    corpus = Corpus(lay.corpus())
+    evals: dict = {}
+    for spec in cfg.models:
+        get = _adapter_loader(cfg, spec)
+        ids = loss_batch(corpus, spec.key, cfg.sae.loss_windows)
+        skip = len(corpus.prefix(spec.key))
+        for layer in spec.layers:
+            out, h = lay.sae(spec.key, layer), hashes.sae(spec, layer)
+            stage = Stage(out)
+            store = open_layer(lay.acts(spec.key, layer))
+            if evaluate_only:
+                man = stage.manifest()
+                ev = evaluate_sae(load_sae_dir(out), store, cfg.sae, layer, get() if ids is not None else None,
+                                  ids, skip, man.get("scale"))
+                write_json(out / "eval.json", ev.to_dict())
+                stage.finish(man["config_hash"], [out / "cfg.json", out / "sae_weights.safetensors", out / "eval.json"],
+                             **{k: v for k, v in man.items() if k not in {"config_hash", "files"}})
+            elif force or not stage.is_complete(h):
+                ev = sae_for_layer(spec, layer, store, cfg.sae, out, h, lambda: get() if ids is not None else None,
+                                   ids, skip, logger)
+            else:
+                ev = SAEEval(**read_json(out / "eval.json"))
+            evals[(spec.key, layer)] = ev
+    return evals
+
+
+def run_features(cfg: RunConfig, force: bool = False) -> None:
+    """Sparse SAE activations and feature cards for every (model, layer)."""
+    from saematch.activations import open_layer
+    from saematch.corpus import Corpus
+    from saematch.features import encode_sparse, save_csr
+    from saematch.matching.cards import feature_cards
+    from saematch.matching.store import write_parquet
+    from saematch.sae import load_sae_dir
+
+    lay, hashes = layout(cfg), Hashes(cfg)
+    corpus = Corpus(lay.corpus())
+    for spec in cfg.models:
+        for layer in spec.layers:
+            out, h = lay.features(spec.key, layer), hashes.features(spec, layer)
+            stage = Stage(out)
+            if not force and stage.is_complete(h):
+                continue
+            sae = load_sae_dir(lay.sae(spec.key, layer))
+            k = getattr(sae.cfg, "k", None) or 64
+            X = encode_sparse(sae, open_layer(lay.acts(spec.key, layer)), cfg.matching.encode_batch, max_active=k)
+            cards = feature_cards(X, corpus.units, corpus.texts, cfg.matching.top_contexts, cfg.matching.context_chars,
+                                  cfg.sae.dense_threshold, spec.key, layer)
+            stage.invalidate()
+            write_parquet(cards, out / "cards.parquet")
+            save_csr(out, X)
+            stage.finish(h, [out / "acts.safetensors", out / "cards.parquet"], n_units=X.shape[0], d_sae=X.shape[1],
+                         nnz=int(X.nnz), dead=int(cards["dead"].sum()), dense=int(cards["dense"].sum()))
+
+
+def run_match(cfg: RunConfig, force: bool = False) -> dict:
+    """Stage 4: correlate and pair features for every configured layer pair."""
+    import pandas as pd
+
+    from saematch.features import load_csr
+    from saematch.matching.stage import info_dict, match_pair
+    from saematch.matching.store import write_parquet
+
+    run_sae(cfg)
+    run_features(cfg)
+    lay, hashes = layout(cfg), Hashes(cfg)
+    infos = {}
+    for a, b in model_pairs(cfg):
+        for la, lb in layer_pairs(cfg, a, b):
+            out, h = lay.pairs(a.key, la, b.key, lb), hashes.pairs(a, la, b, lb)
+            stage = Stage(out)
+            if not force and stage.is_complete(h):
+                infos[(a.key, la, b.key, lb)] = stage.manifest()["info"]
+                continue
+            stage.invalidate()
+            fa, fb = lay.features(a.key, la), lay.features(b.key, lb)
+            df, info = match_pair(load_csr(fa), load_csr(fb), pd.read_parquet(fa / "cards.parquet"),
+                                  pd.read_parquet(fb / "cards.parquet"), cfg.matching)
+            write_parquet(df, out / "pairs.parquet")
+            stage.finish(h, [out / "pairs.parquet"], info=info_dict(info))
+            log.info("match %s L%d ~ %s L%d: %d pairs (%d kept), mean corr %.3f, solver %s, gap %.2g",
+                     a.key, la, b.key, lb, info.n_pairs, info.n_kept, info.mean_corr_kept, info.solver, info.gap)
+            infos[(a.key, la, b.key, lb)] = info_dict(info)
+    return infos

@@ -82,13 +82,11 @@ def build_corpus(
         ids, spans = tokenize(first, doc.text)
         if len(ids) == 0:
             continue
-        text = doc.text
-        if used + len(ids) > cfg.max_tokens:
-            cut = cfg.max_tokens - used
-            text = text[: int(spans.ends_T[cut - 1])]
+        keep = min(len(ids), cfg.max_tokens - used, cfg.max_doc_tokens or len(ids))
+        text = doc.text if keep == len(ids) else doc.text[: int(spans.ends_T[keep - 1])]
         texts.append(text)
         doc_ids.append(doc.doc_id)
-        used += min(len(ids), cfg.max_tokens - used)
+        used += keep
         if used >= cfg.max_tokens:
             break
     if not texts:

@@ -1,0 +1,86 @@
+"""The SAE stage: for each (model, layer), train or load an SAE and write eval.json.
+
+Layout of ``RUN/saes/<model>/layer_LL/``: SAELens' ``cfg.json`` and
+``sae_weights.safetensors`` (openable with ``sae_lens.SAE.load_from_disk``),
+``eval.json``, ``checkpoint.safetensors`` while training, and the manifest last.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from saematch.activations import LayerStore
+from saematch.adapter import ModelAdapter
+from saematch.artifacts import Stage, write_json
+from saematch.config import ModelSpec, SAEConfig
+from saematch.corpus import Corpus
+from saematch.logger import Logger, NullLogger
+from saematch.sae.evaluate import SAEEval, lm_loss, reconstruction_stats
+from saematch.sae.load import check_fits, load_pretrained, load_sae_dir
+from saematch.sae.train import CKPT, train_sae
+
+log = logging.getLogger(__name__)
+
+
+def n_train_rows(n_rows: int, cfg: SAEConfig) -> int:
+    """Rows ``[0, n_train)`` train the SAE; the rest are held out for eval."""
+    return int(n_rows * (1 - cfg.eval_fraction))
+
+
+def loss_batch(corpus: Corpus, model: str, n_windows: int) -> Optional[torch.Tensor]:
+    """The last ``n_windows`` full-length windows (in the held-out end of the corpus) as ``[B, T]`` ids."""
+    if n_windows <= 0:
+        return None
+    ids, prefix = corpus.token_ids(model), corpus.prefix(model)
+    full = [w for w in corpus.windows(model) if w.stop - w.start == corpus.window]
+    if not full:
+        return None
+    rows = [prefix + ids[w.doc][w.start:w.stop].tolist() for w in full[-n_windows:]]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def evaluate_sae(
+    sae: Any, store: LayerStore, cfg: SAEConfig, layer: int, adapter: Optional[ModelAdapter],
+    ids_BT: Optional[torch.Tensor], skip: int, scale: Optional[float] = None,
+) -> SAEEval:
+    ev = reconstruction_stats(sae, store, n_train_rows(store.n_rows, cfg), store.n_rows, dense_threshold=cfg.dense_threshold)
+    extra: dict[str, Any] = {"scale": scale}
+    if adapter is not None and ids_BT is not None:
+        extra.update(lm_loss(adapter, sae.float(), layer, ids_BT, skip))
+    return SAEEval(**{**ev.to_dict(), **extra})
+
+
+def sae_for_layer(
+    spec: ModelSpec, layer: int, store: LayerStore, cfg: SAEConfig, out: Path, chash: str,
+    get_adapter: Callable[[], Optional[ModelAdapter]], ids_BT: Optional[torch.Tensor], skip: int,
+    logger: Logger = NullLogger(),
+) -> SAEEval:
+    """Train (or load) and evaluate one SAE, writing it atomically under ``out``."""
+    stage = Stage(out)
+    stage.invalidate()
+    prefix = f"{spec.key}/L{layer}/"
+    if spec.pretrained:
+        sae, source = load_pretrained(spec, layer)
+        check_fits(sae, spec, layer, store.d_model, source)
+        tmp = out / "sae.partial"
+        sae.save_model(str(tmp)) if not hasattr(sae, "save_inference_model") else sae.save_inference_model(str(tmp))
+        for name in ("cfg.json", "sae_weights.safetensors"):
+            (tmp / name).replace(out / name)
+        tmp.rmdir()
+        sae, scale = load_sae_dir(out), None
+    else:
+        res = train_sae(store, cfg, out, n_train_rows(store.n_rows, cfg), ModelAdapter.hook_name(layer), logger, prefix)
+        sae, scale = res.sae, res.scale
+    ev = evaluate_sae(sae, store, cfg, layer, get_adapter(), ids_BT, skip, scale)
+    write_json(out / "eval.json", ev.to_dict())
+    logger.log({f"{prefix}eval/{k}": v for k, v in ev.to_dict().items() if v is not None})
+    stage.finish(chash, [out / "cfg.json", out / "sae_weights.safetensors", out / "eval.json"],
+                 model=spec.name, layer=layer, scale=scale, pretrained=spec.pretrained)
+    (out / CKPT).unlink(missing_ok=True)
+    log.info("SAE %s: FVU %.3f, L0 %.1f, dead %.1f%%, loss recovered %s", prefix.rstrip("/"), ev.fvu, ev.l0,
+             100 * ev.dead_frac, "n/a" if ev.loss_recovered is None else f"{ev.loss_recovered:.3f}")
+    return ev

@@ -1,0 +1,195 @@
+"""Train one SAE per (model, layer) with SAELens' ``SAETrainer`` fed by our store.
+
+The loop drives the trainer through its public ``step`` seam, so checkpoints
+can be plain safetensors (SAELens' own trainer state uses ``torch.save``, a
+pickle).  A checkpoint holds the SAE, the Adam moments and the dead-feature
+counters; schedulers are restored by replaying their steps and the data stream
+by skipping the batches already seen, so a resumed run ends with the same
+weights as an uninterrupted one.
+
+Activations are scaled by ``scale = sqrt(d_in / E||x||^2)`` for training and
+the scale is folded into the weights before saving, so the saved SAE reads and
+writes the model's own units.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from saematch.activations import LayerStore
+from saematch.artifacts import atomic_path
+from saematch.config import SAEConfig
+from saematch.errors import ArtifactError
+from saematch.logger import Logger, NullLogger
+
+log = logging.getLogger(__name__)
+CKPT = "checkpoint.safetensors"
+
+
+def make_training_sae(cfg: SAEConfig, d_in: int, hook: str = "") -> Any:
+    """A fresh SAELens training SAE of the configured architecture."""
+    import sae_lens as sl
+
+    common: dict[str, Any] = {"d_in": d_in, "d_sae": cfg.expansion * d_in, "dtype": "float32", "device": "cpu"}
+    if cfg.architecture == "topk":
+        sae_cfg = sl.TopKTrainingSAEConfig(k=cfg.k, decoder_init_norm=1.0, **common)
+        cls = sl.TopKTrainingSAE
+    elif cfg.architecture == "batchtopk":
+        sae_cfg = sl.BatchTopKTrainingSAEConfig(k=cfg.k, decoder_init_norm=1.0, **common)
+        cls = sl.BatchTopKTrainingSAE
+    elif cfg.architecture == "jumprelu":
+        sae_cfg = sl.JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l0_coefficient, **common)
+        cls = sl.JumpReLUTrainingSAE
+    else:
+        sae_cfg = sl.StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common)
+        cls = sl.StandardTrainingSAE
+    sae_cfg.metadata.hook_name = hook
+    return cls(sae_cfg)
+
+
+def activation_scale(store: LayerStore, stop: int, batch: int = 4096) -> float:
+    """``sqrt(d_in / mean ||x||^2)`` over rows ``[0, stop)``, streamed."""
+    total, n = 0.0, 0
+    for x in store.iter_rows(0, stop, batch):
+        total += float(x.double().pow(2).sum())
+        n += len(x)
+    if n == 0 or total <= 0:
+        raise ArtifactError(f"{store.root}: no usable rows to estimate the activation scale")
+    return (store.d_model / (total / n)) ** 0.5
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A trained SAE (SAELens inference SAE in the model's units) and its training scale."""
+
+    sae: Any
+    scale: float
+    steps: int
+    resumed_from: int
+
+
+def _make_trainer(cfg: SAEConfig, sae: Any, data: Iterator[torch.Tensor]) -> Any:
+    from sae_lens import SAETrainer
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+    tcfg = SAETrainerConfig(
+        total_training_samples=cfg.training_tokens, train_batch_size_samples=cfg.batch_size, lr=cfg.lr,
+        lr_end=cfg.lr / 10, lr_scheduler_name=cfg.lr_scheduler, lr_warm_up_steps=cfg.lr_warm_up_steps,
+        lr_decay_steps=cfg.lr_decay_steps, device="cpu", logger=LoggingConfig(log_to_wandb=False),
+        dead_feature_window=max(50, cfg.training_tokens // cfg.batch_size // 4),
+    )
+    return SAETrainer(cfg=tcfg, sae=sae, data_provider=data)
+
+
+def save_checkpoint(path: Path, trainer: Any, scale: float) -> None:
+    tensors = {f"sae.{k}": v.detach().contiguous() for k, v in trainer.sae.state_dict().items()}
+    opt = trainer.optimizer.state_dict()
+    for i, st in opt["state"].items():
+        for name, val in st.items():
+            tensors[f"opt.{i}.{name}"] = torch.as_tensor(val).contiguous()
+    tensors["act_freq_scores"] = trainer.act_freq_scores
+    tensors["n_forward_passes_since_fired"] = trainer.n_forward_passes_since_fired
+    meta = {"steps": trainer.n_training_steps, "samples": trainer.n_training_samples,
+            "frac_samples": trainer.n_frac_active_samples, "scale": scale}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"saematch": json.dumps(meta)})
+
+
+def load_checkpoint(path: Path, trainer: Any) -> dict[str, Any]:
+    """Restore ``trainer`` from a safetensors checkpoint; return its metadata."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = json.loads(fh.metadata()["saematch"])
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise ArtifactError(f"corrupt SAE checkpoint {path}: {exc}") from None
+    trainer.sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
+    opt = trainer.optimizer.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    trainer.optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
+    trainer.act_freq_scores = tensors["act_freq_scores"]
+    trainer.n_forward_passes_since_fired = tensors["n_forward_passes_since_fired"]
+    trainer.n_training_steps, trainer.n_training_samples = meta["steps"], meta["samples"]
+    trainer.n_frac_active_samples = meta["frac_samples"]
+    import warnings
+
+    with warnings.catch_warnings():  # replaying the schedule before any optimizer step is intended
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(meta["steps"]):  # schedules are deterministic functions of the step
+            trainer.lr_scheduler.step()
+            for sched in trainer.coefficient_schedulers.values():
+                sched.step()
+    return meta
+
+
+def train_sae(
+    store: LayerStore, cfg: SAEConfig, out: Path, n_train: int, hook: str = "",
+    logger: Logger = NullLogger(), log_prefix: str = "",
+) -> TrainResult:
+    """Train on rows ``[0, n_train)`` of ``store``; checkpoint into ``out`` as it goes."""
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / CKPT
+    torch.manual_seed(cfg.seed)
+    sae = make_training_sae(cfg, store.d_model, hook)
+    scale = activation_scale(store, n_train)
+    holder: dict[str, Any] = {}
+
+    def data() -> Iterator[torch.Tensor]:
+        yield from store.batches(cfg.batch_size, 0, n_train, seed=cfg.seed, scale=holder["scale"], skip=holder["skip"])
+
+    holder.update(scale=scale, skip=0)
+    trainer = _make_trainer(cfg, sae, data())
+    resumed = 0
+    if ckpt.is_file():
+        meta = load_checkpoint(ckpt, trainer)
+        resumed = meta["steps"]
+        holder.update(scale=meta["scale"], skip=resumed)
+        trainer.data_provider = data()
+        log.info("%sresuming SAE training at step %d", log_prefix, resumed)
+    total = cfg.training_tokens // cfg.batch_size
+    bar = tqdm(total=total, initial=trainer.n_training_steps, desc=f"train {log_prefix}".strip(), unit="step", disable=None)
+    while trainer.n_training_steps < total:
+        trainer.maybe_reset_sparsity()
+        output = trainer.step(next(trainer.data_provider))
+        trainer.n_training_steps += 1
+        bar.update(1)
+        if trainer.n_training_steps % 10 == 0 or trainer.n_training_steps == total:
+            stats = trainer.build_train_step_log_dict(output, trainer.n_training_samples)
+            fvu = 1.0 - stats["metrics/explained_variance"]
+            dead = float(trainer.dead_neurons.float().mean())
+            bar.set_postfix(fvu=f"{fvu:.3f}", l0=f"{stats['metrics/l0']:.1f}", dead=f"{dead:.2f}")
+            logger.log({f"{log_prefix}train/loss": stats["losses/overall_loss"], f"{log_prefix}train/fvu": fvu,
+                        f"{log_prefix}train/l0": stats["metrics/l0"], f"{log_prefix}train/dead_frac": dead})
+        if trainer.n_training_steps % cfg.checkpoint_every == 0 and trainer.n_training_steps < total:
+            save_checkpoint(ckpt, trainer, holder["scale"])
+    bar.close()
+    trainer.set_final_sae_metadata()
+    trained = trainer.sae
+    trained.fold_activation_norm_scaling_factor(holder["scale"])
+    return TrainResult(to_inference(trained, out), holder["scale"], trainer.n_training_steps, resumed)
+
+
+def to_inference(trained: Any, out: Path) -> Any:
+    """Save the inference SAE in SAELens format under ``out`` and load it back."""
+    from sae_lens import SAE
+
+    tmp = out / "sae.partial"
+    trained.save_inference_model(str(tmp))
+    for name in ("cfg.json", "sae_weights.safetensors"):
+        (tmp / name).replace(out / name)
+    tmp.rmdir()
+    return SAE.load_from_disk(str(out))

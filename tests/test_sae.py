@@ -1,0 +1,120 @@
+"""SAE training through our store with SAELens, saving/loading, resume, splice, fit checks."""
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from saematch.activations.store import finish_layer, open_layer, write_shard
+from saematch.config import ModelSpec, SAEConfig
+from saematch.errors import SaematchError
+from saematch.sae import check_fits, load_sae_dir, train_sae
+from saematch.sae.evaluate import lm_loss, reconstruction_stats
+
+
+def planted_store(root, n=24576, d=64, n_dict=128, k_true=3, noise=0.01, seed=0, shard=4096, scale=50.0):
+    """Sparse combinations of known unit directions plus noise, at a large raw scale."""
+    g = torch.Generator().manual_seed(seed)
+    D = torch.nn.functional.normalize(torch.randn(n_dict, d, generator=g), dim=1)
+    idx = torch.stack([torch.randperm(n_dict, generator=g)[:k_true] for _ in range(n)])
+    coef = torch.rand(n, k_true, generator=g) + 0.5
+    x = torch.zeros(n, d)
+    x += (coef[..., None] * D[idx]).sum(1)
+    x = (x + noise * torch.randn(n, d, generator=g)) * scale
+    for k in range(-(-n // shard)):
+        write_shard(root, k, x[k * shard:(k + 1) * shard].to(torch.float32))
+    finish_layer(root, "h", n, shard, d_model=d, dtype="float32")
+    return open_layer(root), D
+
+
+CFG = SAEConfig(expansion=4, k=3, lr=3e-3, training_tokens=24576 * 4, batch_size=512, checkpoint_every=40,
+                eval_fraction=0.1, loss_windows=0)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("planted")
+    store, D = planted_store(root / "acts")
+    res = train_sae(store, CFG, root / "sae", n_train=int(store.n_rows * 0.9))
+    return store, D, res, root / "sae"
+
+
+def test_planted_dictionary_recovered(planted):
+    store, D, res, _ = planted
+    W_dec = torch.nn.functional.normalize(res.sae.W_dec.detach(), dim=1)
+    mmcs = (D @ W_dec.T).max(dim=1).values.mean().item()
+    assert mmcs >= 0.9, f"mean max cosine {mmcs:.3f}"
+    ev = reconstruction_stats(res.sae, store, int(store.n_rows * 0.9), store.n_rows)
+    assert ev.fvu < 0.1 and ev.l0 <= CFG.k + 1e-6
+    # the scale brings E||x||^2 to d_in; it was folded into the weights, so raw inputs work
+    assert res.scale == pytest.approx((64 / store.read_rows(0, 22000).pow(2).sum(1).mean().item()) ** 0.5, rel=0.05)
+
+
+def test_save_load_identical_encodings(planted):
+    import sae_lens
+
+    store, _, res, out = planted
+    loaded = sae_lens.SAE.load_from_disk(str(out))
+    x = store.read_rows(0, 500)
+    torch.testing.assert_close(loaded.encode(x), res.sae.encode(x), rtol=0, atol=0)
+    torch.testing.assert_close(load_sae_dir(out).decode(loaded.encode(x)), res.sae.decode(res.sae.encode(x)))
+
+
+def test_resume_gives_identical_weights(tmp_path, monkeypatch):
+    store, _ = planted_store(tmp_path / "acts", n=8192, shard=2048)
+    cfg = dataclasses.replace(CFG, training_tokens=512 * 60, checkpoint_every=20)
+    ref = train_sae(store, cfg, tmp_path / "ref", n_train=7000)
+
+    real = type(store).batches
+
+    def crashing(self, *a, **k):  # the data stream dies after 45 batches: a simulated kill
+        for i, b in enumerate(real(self, *a, **k)):
+            if i == 45 and not k.get("skip"):
+                raise RuntimeError("killed")
+            yield b
+
+    monkeypatch.setattr(type(store), "batches", crashing)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_sae(store, cfg, tmp_path / "run", n_train=7000)
+    assert (tmp_path / "run" / "checkpoint.safetensors").is_file()
+    monkeypatch.setattr(type(store), "batches", real)
+    res = train_sae(store, cfg, tmp_path / "run", n_train=7000)
+    assert res.resumed_from == 40
+    for name, p in ref.sae.state_dict().items():
+        torch.testing.assert_close(res.sae.state_dict()[name], p, rtol=0, atol=0)
+
+
+class _Identity:
+    def encode(self, x):
+        return x
+
+    def decode(self, f):
+        return f
+
+
+class _Zero(_Identity):
+    def decode(self, f):
+        return torch.zeros_like(f)
+
+
+def test_splice_identity_is_clean_and_zero_is_ablation(tiny_dir, tmp_path):
+    from saematch.adapter import load_model
+
+    adapter = load_model(str(tiny_dir / "llama"), tmp_path, dtype="float32")
+    ids = torch.randint(0, 200, (2, 24))
+    ident = lm_loss(adapter, _Identity(), 1, ids, skip=0)
+    assert ident["loss_spliced"] == ident["loss_clean"] and ident["loss_recovered"] == 1.0
+    zero = lm_loss(adapter, _Zero(), 1, ids, skip=0)
+    assert zero["loss_spliced"] == zero["loss_zero"] and zero["loss_recovered"] == 0.0
+    assert zero["loss_zero"] != zero["loss_clean"]
+
+
+def test_d_in_mismatch_is_clear(planted):
+    _, _, res, _ = planted
+    spec = ModelSpec(name="m", layers=(3,))
+    with pytest.raises(SaematchError, match="d_in=64, but model 'm' layer 3 has d_model=576"):
+        check_fits(res.sae, spec, 3, 576, "at somewhere")
+    fake = SimpleNamespace(cfg=SimpleNamespace(d_in=64, metadata=SimpleNamespace(hook_name="blocks.5.hook_resid_post")))
+    with pytest.raises(SaematchError, match="hook"):
+        check_fits(fake, spec, 3, 64, "x")
