@@ -55,15 +55,17 @@ def make_training_sae(cfg: SAEConfig, d_in: int, hook: str = "") -> Any:
     return cls(sae_cfg)
 
 
-def activation_scale(store: LayerStore, stop: int, batch: int = 4096) -> float:
-    """``sqrt(d_in / mean ||x||^2)`` over rows ``[0, stop)``, streamed."""
+def activation_stats(store: LayerStore, stop: int, batch: int = 4096) -> tuple[float, torch.Tensor]:
+    """``scale = sqrt(d_in / mean ||x||^2)`` and the mean row ``[d_in]`` over rows ``[0, stop)``, streamed."""
     total, n = 0.0, 0
+    mean = torch.zeros(store.d_model, dtype=torch.float64)
     for x in store.iter_rows(0, stop, batch):
         total += float(x.double().pow(2).sum())
+        mean += x.double().sum(0)
         n += len(x)
     if n == 0 or total <= 0:
         raise ArtifactError(f"{store.root}: no usable rows to estimate the activation scale")
-    return (store.d_model / (total / n)) ** 0.5
+    return (store.d_model / (total / n)) ** 0.5, (mean / n).float()
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,9 @@ def train_sae(
     ckpt = out / CKPT
     torch.manual_seed(cfg.seed)
     sae = make_training_sae(cfg, store.d_model, hook)
-    scale = activation_scale(store, n_train)
+    scale, mean = activation_stats(store, n_train)
+    with torch.no_grad():  # start the decoder bias at the data mean (residuals have a large mean component)
+        sae.b_dec.copy_(mean * scale)
     holder: dict[str, Any] = {}
 
     def data() -> Iterator[torch.Tensor]:

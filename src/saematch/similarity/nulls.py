@@ -1,0 +1,61 @@
+"""Permutation nulls and bootstrap confidence intervals for any registered metric."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from saematch.similarity.base import BaseMetric, check_xy
+
+
+class Scored(NamedTuple):
+    """A metric value with its permutation null and bootstrap CI.
+
+    p_value = (1 + #{null at least as similar as observed}) / (1 + n_permutations);
+    z = (score - null_mean) / null_sd (sign flipped for distances, so larger is
+    always "more similar than chance").  NaN where not computed.
+    """
+
+    score: float
+    p_value: float
+    null_mean: float
+    null_sd: float
+    z: float
+    n_permutations: int
+    ci_low: float
+    ci_high: float
+
+
+def permutation_null(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``[n]`` scores of the metric with the pairing of rows shuffled."""
+    rng = np.random.default_rng(seed)
+    fn = metric.permuter(X, Y)
+    m = np.asarray(X).shape[0]
+    return np.array([fn(rng.permutation(m)) for _ in range(n)])
+
+
+def bootstrap(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n: int, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI over items resampled with replacement (NaN when n == 0)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    X, Y = check_xy(X, Y)
+    rng = np.random.default_rng([seed, 1])
+    m = X.shape[0]
+    vals = np.array([metric(X[i], Y[i]) for i in (rng.integers(0, m, m) for _ in range(n))])
+    lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def score_with_null(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n_perm: int, n_boot: int = 0, seed: int = 0) -> Scored:
+    obs = float(metric(X, Y))
+    if n_perm > 0:
+        null = permutation_null(metric, X, Y, n_perm, seed)
+        sign = 1.0 if metric.higher_is_similar else -1.0
+        p = (1 + int(np.sum(sign * null >= sign * obs - 1e-12))) / (1 + n_perm)
+        mu, sd = float(null.mean()), float(null.std(ddof=1)) if n_perm > 1 else float("nan")
+        z = sign * (obs - mu) / sd if sd and sd > 0 else float("nan")
+    else:
+        p = mu = sd = z = float("nan")
+    lo, hi = bootstrap(metric, X, Y, n_boot, seed)
+    return Scored(obs, p, mu, sd, z, n_perm, lo, hi)

@@ -1,0 +1,125 @@
+"""Metric invariants, planted structure, and outside references."""
+
+import numpy as np
+import pytest
+from scipy.linalg import orthogonal_procrustes
+from scipy.spatial.distance import pdist
+from scipy.stats import ortho_group, spearmanr
+
+from saematch.similarity import ProcrustesMap, RidgeMap, get_metric, metric_names, score_with_null
+from saematch.similarity.knn import mknn_chance
+
+
+def spread(n=400, d=30, seed=0):
+    """Data whose variance is spread over many directions."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)) @ np.diag(np.linspace(1.0, 0.3, d))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cka_rotation_scale_shift_invariant(seed):
+    X = spread(seed=seed)
+    Q = ortho_group.rvs(30, random_state=seed)
+    Y = 3.7 * X @ Q + 5.0
+    for name in ["cka-linear", "cka-linear-unbiased"]:
+        assert get_metric(name)(X, Y) == pytest.approx(1.0, abs=1e-9)
+    assert get_metric("cka-linear-unbiased")(X, np.random.default_rng(9).standard_normal((400, 20))) == pytest.approx(0, abs=0.05)
+
+
+def test_svcca_invariant_to_invertible_maps_and_keeps_many_components():
+    X, Y = spread(seed=0), spread(seed=1) + 0.5 * spread(seed=0)
+    rng = np.random.default_rng(3)
+    A, B = rng.standard_normal((30, 30)), rng.standard_normal((30, 30))
+    full = get_metric("svcca", var=1.0)
+    assert full(X @ A, Y @ B) == pytest.approx(full(X, Y), abs=1e-8)
+    # low-rank data: 99% of the variance lives in 8 dims; invariance holds through the reduction too
+    Z = rng.standard_normal((400, 8))
+    Xl, Yl = Z @ rng.standard_normal((8, 30)), (Z + 0.3 * rng.standard_normal((400, 8))) @ rng.standard_normal((8, 25))
+    m = get_metric("svcca")
+    s1 = m(Xl, Yl)
+    assert (m.k_x_, m.k_y_) == (8, 8)
+    assert m(Xl @ A, Yl @ B[:25, :25]) == pytest.approx(s1, abs=1e-8)
+    m(X, Y)
+    assert m.k_x_ > 20 and m.k_y_ > 20  # not the published k=1 bug
+    k1 = get_metric("svcca-k1")
+    k1(X, Y)
+    assert (k1.k_x_, k1.k_y_) == (1, 1)
+
+
+def test_pwcca_bounds():
+    X = spread()
+    assert get_metric("pwcca")(X, X @ ortho_group.rvs(30, random_state=0)) == pytest.approx(1.0, abs=1e-6)
+    assert 0 <= get_metric("pwcca")(X, spread(seed=5)) < 0.5
+
+
+@pytest.mark.parametrize("inner", ["correlation", "cosine", "euclidean"])
+def test_rsa_identity_and_reference(inner):
+    X = spread(n=60)
+    rsa = get_metric("rsa", inner=inner)
+    assert rsa(X, X) == pytest.approx(1.0)
+    Y = X @ np.random.default_rng(1).standard_normal((30, 12)) + 0.3 * spread(n=60, d=12, seed=4)
+    ref = spearmanr(pdist(X, inner), pdist(Y, inner)).statistic
+    assert rsa(X, Y) == pytest.approx(ref, abs=1e-10)
+    perm = np.random.default_rng(2).permutation(60)
+    assert rsa.permuter(X, Y)(perm) == pytest.approx(rsa(X, Y[perm]), abs=1e-6)
+
+
+def test_mknn_identity_and_chance():
+    X = spread(n=300)
+    m = get_metric("mknn", k=10)
+    assert m(X, X) == 1.0
+    rng = np.random.default_rng(0)
+    vals = [m(rng.standard_normal((300, 5)), rng.standard_normal((300, 5))) for _ in range(20)]
+    assert np.mean(vals) == pytest.approx(mknn_chance(300, 10), rel=0.25)
+    perm = rng.permutation(300)
+    Y = spread(n=300, seed=3)
+    assert m.permuter(X, Y)(perm) == pytest.approx(m(X, Y[perm]))
+
+
+def test_procrustes_against_scipy():
+    X = spread()
+    Q = ortho_group.rvs(30, random_state=1)
+    assert get_metric("procrustes")(X, 2 * X @ Q + 1) == pytest.approx(0.0, abs=1e-6)
+    Y = spread(seed=7)
+    m = ProcrustesMap().fit(X, Y)
+    Xn = (X - X.mean(0)) / np.linalg.norm(X - X.mean(0))
+    Yn = (Y - Y.mean(0)) / np.linalg.norm(Y - Y.mean(0))
+    R, _ = orthogonal_procrustes(Xn, Yn)
+    np.testing.assert_allclose(m.Q_, R, atol=1e-8)
+    assert m.score(X, Y) == pytest.approx(np.linalg.norm(Xn @ R - Yn))
+    assert get_metric("procrustes")(X, Y) == pytest.approx(np.linalg.norm(Xn @ R - Yn), abs=1e-8)
+
+
+def test_ridge_against_sklearn():
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    from sklearn.metrics import r2_score
+
+    X, Y = spread(), spread(seed=2, d=12)
+    ours = RidgeMap(alpha=2.0).fit(X, Y)
+    ref = sklearn.Ridge(alpha=2.0).fit(X, Y)
+    np.testing.assert_allclose(ours.transform(X), ref.predict(X), atol=1e-8)
+    assert ours.score(X, Y) == pytest.approx(r2_score(Y, ref.predict(X), multioutput="variance_weighted"))
+    lin = get_metric("linear-r2")
+    assert lin(X, X @ np.random.default_rng(0).standard_normal((30, 10))) > 0.99 and lin.cosine_ > 0.99
+
+
+def test_permutation_pvalue_uniform_under_null_and_tiny_for_planted():
+    rng = np.random.default_rng(0)
+    cka = get_metric("cka-linear")
+    ps = [score_with_null(cka, rng.standard_normal((40, 4)), rng.standard_normal((40, 4)), 99, seed=s).p_value
+          for s in range(60)]
+    hist = np.histogram(ps, bins=4, range=(0, 1))[0]
+    assert hist.min() >= 6  # roughly uniform: no quarter is nearly empty
+    X = spread(n=200)
+    res = score_with_null(get_metric("svcca"), X, X @ ortho_group.rvs(30, random_state=0) + 0.1 * spread(n=200, seed=1), 200)
+    assert res.p_value == pytest.approx(1 / 201) and res.z > 5
+    assert res.score > res.null_mean + 5 * res.null_sd
+    d = score_with_null(get_metric("procrustes"), X, X + 0.01, 50)  # distance: small is similar
+    assert d.p_value == pytest.approx(1 / 51) and d.z > 0
+
+
+def test_registry_names_are_stable():
+    assert {"svcca", "svcca-k1", "pwcca", "rsa", "cka-linear", "cka-linear-unbiased", "mknn", "procrustes",
+            "linear-r2"} <= set(metric_names())
+    with pytest.raises(Exception, match="unknown similarity metric"):
+        get_metric("nope")
