@@ -124,6 +124,21 @@ def load_tokenizer(name: str, cache: Path, trust_remote_code: bool = False, revi
     return tok
 
 
+def n_layers_of(name: str, cache: Path, trust_remote_code: bool = False, revision: Optional[str] = None) -> int:
+    """Number of transformer blocks, from the model config alone."""
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(resolve(name, cache), trust_remote_code=trust_remote_code, revision=revision)
+    except Exception as exc:
+        raise SaematchError(_unknown_model_message(name, exc)) from None
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    for attr in ("num_hidden_layers", "n_layer", "num_layers"):
+        if getattr(cfg, attr, None):
+            return int(getattr(cfg, attr))
+    raise SaematchError(f"cannot tell how many layers model '{name}' has")
+
+
 def _unknown_model_message(name: str, exc: Exception) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return (

@@ -34,6 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
                        ("eval", "re-evaluate the SAEs of a run and rewrite their eval.json")]:
         p = _config_parser(sub, name, text)
         p.add_argument("--wandb", action="store_true", help="log to wandb (offline unless wandb.mode=online)")
+    for name, text in [("compare", "similarity metrics with nulls over the layer grid"),
+                       ("report", "heatmaps and a self-contained report.html")]:
+        p = _config_parser(sub, name, text)
+        p.add_argument("--wandb", action="store_true", help="log tables and images to wandb (offline by default)")
+    r = sub.add_parser("run", help="every stage: corpus, extract, train, match, compare, report (cached, resumable)")
+    r.add_argument("config")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--force", choices=["corpus", "extract", "train", "match", "compare", "report"],
+                   help="redo this stage and every stage after it")
+    r.add_argument("--wandb", action="store_true", help="log to wandb (offline by default)")
     _config_parser(sub, "match", "correlate SAE features across models and pair them (hungarian/max/mutual)")
     q = sub.add_parser("query", help="query matched pairs and feature cards of a run directory")
     q.add_argument("run_dir", help="a run directory (run_dir of the config)")
@@ -58,6 +68,54 @@ def _cmd_match(args: argparse.Namespace) -> int:
     infos = run_match(cfg, force=args.force)
     log.info("matched %d layer pairs; query them with: saematch query %s", len(infos), cfg.run_dir)
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from saematch.config import load_config
+    from saematch.pipeline import run_compare
+
+    summary = run_compare(load_config(args.config, args.overrides), force=args.force)
+    _print_headline(summary)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from saematch.config import load_config
+    from saematch.pipeline import run_report
+
+    cfg = load_config(args.config, args.overrides)
+    logger = _logger(cfg, args, "report")
+    try:
+        path = run_report(cfg, force=args.force, logger=logger)
+    finally:
+        logger.finish()
+    print(f"report: {path}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from saematch.config import load_config
+    from saematch.pipeline import run_all
+
+    cfg = load_config(args.config, args.overrides)
+    logger = _logger(cfg, args, "run")
+    try:
+        res = run_all(cfg, force=args.force, logger=logger)
+    finally:
+        logger.finish()
+    print(f"report: {res['report']}")
+    print("time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in res["times"].items())
+          + f" (total {sum(res['times'].values()):.0f}s)")
+    _print_headline(res["headline"])
+    return 0
+
+
+def _print_headline(summary: dict) -> None:
+    print(f"{'metric':<22}{'mean':>8}{'max':>8}{'beat null':>12}{'depth rho':>11}")
+    for metric, v in summary.items():
+        beat = f"{v['n_beat_null']}/{v['n_tested']}" if v["n_tested"] else "-"
+        rho = v.get("spearman_depth", float("nan"))
+        print(f"{metric:<22}{v['mean_score']:>8.3f}{v['max_score']:>8.3f}{beat:>12}{rho:>11.2f}")
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
@@ -134,6 +192,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _cmd_train,
     "eval": lambda a: _cmd_train(a, evaluate_only=True),
     "match": _cmd_match,
+    "compare": _cmd_compare,
+    "report": _cmd_report,
+    "run": _cmd_run,
     "query": _cmd_query,
 }
 

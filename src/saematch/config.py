@@ -160,7 +160,8 @@ class SimilarityConfig:
     feature_metrics: tuple[str, ...] = ("svcca", "rsa")  # on paired decoder rows
     activation_metrics: tuple[str, ...] = ("cka-linear", "cka-linear-unbiased", "mknn", "procrustes", "linear-r2")
     n_permutations: int = 1000
-    n_bootstrap: int = 200
+    null_metrics: tuple[str, ...] = ("svcca", "rsa", "cka-linear", "mknn")  # metrics given a permutation null
+    n_bootstrap: int = 100  # bootstrap CIs for svcca and rsa
     max_pairs: int = 4096  # subsample matched pairs beyond this (RSA needs n^2 memory)
     max_units: int = 3000  # subsample aligned units for raw-activation metrics
     svcca_var: float = 0.99

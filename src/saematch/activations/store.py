@@ -114,6 +114,17 @@ class LayerStore:
             return torch.zeros(0, self.d_model)
         return torch.cat(parts).float()
 
+    def take(self, rows: np.ndarray) -> torch.Tensor:
+        """Float32 rows at sorted indices ``rows``, reading one shard at a time."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = torch.empty(len(rows), self.d_model)
+        shard_of = rows // self.shard_units
+        for k in np.unique(shard_of):
+            sel = np.nonzero(shard_of == k)[0]
+            x = self.shard(int(k))
+            out[torch.from_numpy(sel)] = x[torch.from_numpy(rows[sel] - k * self.shard_units)].float()
+        return out
+
     def iter_rows(self, start: int, stop: int, batch: int) -> Iterator[torch.Tensor]:
         """Consecutive float32 batches over rows ``[start, stop)``, one shard in memory at a time."""
         for s in range(start, stop, batch):

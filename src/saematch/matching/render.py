@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from typing import Any
 
 import numpy as np
@@ -46,6 +45,16 @@ def _cell(v: Any, width: int) -> str:
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
+def clip_around(ctx: str, width: int) -> str:
+    """``width`` characters of a context, centred on its «marked» unit."""
+    if len(ctx) <= width:
+        return ctx
+    mid = ctx.find("«")
+    start = max(0, min(mid - width // 3, len(ctx) - width)) if mid >= 0 else 0
+    out = ctx[start:start + width]
+    return ("…" + out[1:] if start > 0 else out)[: width - 1] + ("…" if start + width < len(ctx) else out[-1])
+
+
 def side_by_side(df: pd.DataFrame, n_contexts: int = 2, width: int = 58) -> str:
     """Top pairs with the contexts of both features next to each other."""
     if df.empty:
@@ -56,7 +65,6 @@ def side_by_side(df: pd.DataFrame, n_contexts: int = 2, width: int = 58) -> str:
                    f"   r = {row['correlation']:.3f}   freq {row['freq_a']:.3%} / {row['freq_b']:.3%}")
         ca, cb = list(_plain(row["contexts_a"]))[:n_contexts], list(_plain(row["contexts_b"]))[:n_contexts]
         for a, b in zip(ca + [""] * (n_contexts - len(ca)), cb + [""] * (n_contexts - len(cb))):
-            la = textwrap.shorten(a, width, placeholder="…") if a else ""
-            lb = textwrap.shorten(b, width, placeholder="…") if b else ""
+            la, lb = clip_around(a, width), clip_around(b, width)
             out.append(f"    A: {la:<{width}}  B: {lb}")
     return "\n".join(out)

@@ -88,7 +88,7 @@ class PairStore:
         """Features whose top-activating units include ``word`` (case-insensitive)."""
         return self.sql(
             "SELECT model, layer, feature, freq, top_words, contexts FROM features "
-            "WHERE list_contains(list_transform(top_words, x -> lower(x)), lower(?)) "
+            "WHERE list_contains(list_transform(top_words, lambda x: lower(x)), lower(?)) "
             "ORDER BY freq DESC LIMIT ?", [word, limit])
 
 

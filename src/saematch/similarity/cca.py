@@ -62,11 +62,16 @@ class SVCCA(BaseMetric):
     def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:
         Qx, Qy = self._bases(X, Y)
         self.rhos_ = canonical_correlations(Qx, Qy)
-        return float(self.rhos_.mean())
+        return _mean(self.rhos_)
 
     def permuter(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
         Qx, Qy = self._bases(X, Y)  # a row permutation of Y permutes its reduced basis rows too
-        return lambda perm: float(canonical_correlations(Qx, Qy[perm]).mean())
+        return lambda perm: _mean(canonical_correlations(Qx, Qy[perm]))
+
+
+def _mean(rhos: np.ndarray) -> float:
+    """Mean canonical correlation; NaN when a side has no variance at all."""
+    return float(rhos.mean()) if len(rhos) else float("nan")
 
 
 @register("svcca-k1")

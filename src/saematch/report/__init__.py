@@ -1,0 +1,1 @@
+"""Stage 6: heatmaps, curves and a self-contained HTML report."""
