@@ -166,7 +166,13 @@ def _cmd_train(args: argparse.Namespace, evaluate_only: bool = False) -> int:
     cfg = load_config(args.config, args.overrides)
     logger = _logger(cfg, args, "eval" if evaluate_only else "train")
     try:
-        evals = run_sae(cfg, force=args.force, logger=logger, evaluate_only=evaluate_only)
+        only = None
+        if args.only:
+            key, _, layer = args.only.rpartition(":")
+            if not key or not layer.isdigit():
+                raise SaematchError(f"--only takes MODEL:LAYER, got '{args.only}'")
+            only = (key, int(layer))
+        evals = run_sae(cfg, force=args.force, logger=logger, evaluate_only=evaluate_only, only=only)
     finally:
         logger.finish()
     for (model, layer), ev in evals.items():

@@ -143,8 +143,12 @@ def _adapter_loader(cfg: RunConfig, spec: ModelSpec):
     return get
 
 
-def run_sae(cfg: RunConfig, force: bool = False, logger=None, evaluate_only: bool = False) -> dict:
-    """Stage 3: train (or load) one SAE per (model, layer) and write its eval.json."""
+def run_sae(cfg: RunConfig, force: bool = False, logger=None, evaluate_only: bool = False,
+            only: tuple[str, int] | None = None) -> dict:
+    """Stage 3: train (or load) one SAE per (model, layer) and write its eval.json.
+
+    ``only=(model_key, layer)`` restricts the work to one SAE (one job per GPU).
+    """
     from saematch.activations import open_layer
     from saematch.corpus import Corpus
     from saematch.logger import NullLogger
@@ -165,6 +169,8 @@ def run_sae(cfg: RunConfig, force: bool = False, logger=None, evaluate_only: boo
         ids = loss_batch(corpus, spec.key, cfg.sae.loss_windows)
         skip = len(corpus.prefix(spec.key))
         for layer in spec.layers:
+            if only is not None and (spec.key, layer) != only:
+                continue
             out, h = lay.sae(spec.key, layer), hashes.sae(spec, layer)
             stage = Stage(out)
             store = open_layer(lay.acts(spec.key, layer))

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Extract activations with N GPUs on one node: bash train/extract_multi_gpu.sh CONFIG N
+set -euo pipefail
+config=${1:?config}; n=${2:-$(nvidia-smi -L | wc -l)}
+exec torchrun --standalone --nproc-per-node "$n" -m saematch.cli extract "$config" --set extract.device=cuda
