@@ -24,7 +24,7 @@ def planted_store(root, n=24576, d=64, n_dict=128, k_true=3, noise=0.01, seed=0,
     x = (x + noise * torch.randn(n, d, generator=g)) * scale
     for k in range(-(-n // shard)):
         write_shard(root, k, x[k * shard:(k + 1) * shard].to(torch.float32))
-    finish_layer(root, "h", n, shard, d_model=d, dtype="float32")
+    finish_layer(root, "", n, shard, d_model=d, dtype="float32")
     return open_layer(root), D
 
 

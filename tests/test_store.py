@@ -9,7 +9,7 @@ def _store(root, n=1000, d=8, S=256):
     x = torch.randn(n, d).to(torch.bfloat16)
     for k in range(-(-n // S)):
         write_shard(root, k, x[k * S:(k + 1) * S])
-    finish_layer(root, "h", n, S, d_model=d, dtype="bfloat16")
+    finish_layer(root, "", n, S, d_model=d, dtype="bfloat16")
     return x
 
 
@@ -47,4 +47,4 @@ def test_manifest_needs_every_shard(tmp_path):
     write_shard(tmp_path, 0, x[:256])
     write_shard(tmp_path, 2, x[512:])
     with pytest.raises(ArtifactError, match="shard 1"):
-        finish_layer(tmp_path, "h", 600, 256, d_model=4, dtype="bfloat16")
+        finish_layer(tmp_path, "", 600, 256, d_model=4, dtype="bfloat16")

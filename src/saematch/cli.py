@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("eval", "re-evaluate the SAEs of a run and rewrite their eval.json")]:
         p = _config_parser(sub, name, text)
         p.add_argument("--wandb", action="store_true", help="log to wandb (offline unless wandb.mode=online)")
+        p.add_argument("--only", metavar="MODEL:LAYER", help="just this SAE, e.g. smollm2-135m:13 (one job per GPU)")
     for name, text in [("compare", "similarity metrics with nulls over the layer grid"),
                        ("report", "heatmaps and a self-contained report.html")]:
         p = _config_parser(sub, name, text)

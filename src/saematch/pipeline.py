@@ -102,6 +102,15 @@ def run_extract(cfg: RunConfig, force: bool = False) -> list:
     from saematch.adapter import load_model
     from saematch.corpus import Corpus
 
+    from saematch.adapter import n_layers_of
+    from saematch.errors import SaematchError
+
+    for spec in cfg.models:  # fail before touching any artifact
+        n = n_layers_of(spec.name, cfg.cache_path, spec.trust_remote_code, spec.revision)
+        bad = [la for la in spec.layers if la >= n]
+        if bad:
+            raise SaematchError(f"layer {bad[0]} is out of range for model '{spec.name}', which has {n} blocks "
+                                f"(valid layers: 0..{n - 1})")
     run_corpus(cfg)
     set_threads(cfg.extract.threads)
     lay = layout(cfg)

@@ -57,10 +57,6 @@ class ExtractResult:
     shards_skipped: int
 
 
-def layers_complete(layout: RunLayout, spec: ModelSpec, chash: str) -> bool:
-    return all(Stage(layout.acts(spec.key, layer)).is_complete(chash, verify=False) for layer in spec.layers)
-
-
 def extract_model(
     corpus: Corpus,
     spec: ModelSpec,
@@ -74,29 +70,31 @@ def extract_model(
     n_rows = corpus.n_units
     S = cfg.shard_units
     n_shards = -(-n_rows // S)
-    roots = {layer: layout.acts(spec.key, layer) for layer in spec.layers}
-    if layers_complete(layout, spec, chash):
+    pending = [la for la in spec.layers if not Stage(layout.acts(spec.key, la)).is_complete(chash, verify=False)]
+    if not pending:
         return ExtractResult(spec.key, n_rows, 0, n_shards)
-    for layer, root in roots.items():
-        root.mkdir(parents=True, exist_ok=True)
-        Stage(root).invalidate()
+    roots = {layer: layout.acts(spec.key, layer) for layer in pending}
     mine = [k for k in range(n_shards) if k % dist.world == dist.rank]
-    todo = [k for k in mine if not all(shard_done(roots[la], k, min(S, n_rows - k * S)) for la in spec.layers)]
+    todo = [k for k in mine if not all(shard_done(roots[la], k, min(S, n_rows - k * S), chash) for la in pending)]
     adapter = load() if todo else None
-    written = 0
     if adapter is not None:
         adapter.check_layers(spec.layers)
+    for root in roots.values():  # only now, with the work known to be valid, drop stale manifests
+        root.mkdir(parents=True, exist_ok=True)
+        Stage(root).invalidate()
+    written = 0
+    if adapter is not None:
         windows = corpus.windows(spec.key)
         ids = corpus.token_ids(spec.key)
         prefix = corpus.prefix(spec.key)
         win_U, pos_U = corpus.unit_windows(spec.key)
-        bar = tqdm(todo, desc=f"extract {spec.key}", unit="shard", disable=None)
-        for k in bar:
+        for k in tqdm(todo, desc=f"extract {spec.key}", unit="shard", disable=None):
             lo, hi = k * S, min((k + 1) * S, n_rows)
-            rows = _shard_rows(adapter, windows, ids, prefix, win_U[lo:hi], pos_U[lo:hi], spec, cfg)
+            rows = _shard_rows(adapter, windows, ids, prefix, win_U[lo:hi], pos_U[lo:hi], pending, cfg)
             for layer, acts in rows.items():
-                write_shard(roots[layer], k, acts)
+                write_shard(roots[layer], k, acts, chash)
             written += 1
+            log.info("extract %s: shard %d/%d", spec.key, k + 1, n_shards)
     dist.barrier()
     if dist.rank == 0:
         for layer, root in roots.items():
@@ -116,7 +114,7 @@ def _width(root) -> int:
 
 def _shard_rows(
     adapter: ModelAdapter, windows: list, ids: list[np.ndarray], prefix: list[int],
-    win_R: np.ndarray, pos_R: np.ndarray, spec: ModelSpec, cfg: ExtractConfig,
+    win_R: np.ndarray, pos_R: np.ndarray, layers: list[int], cfg: ExtractConfig,
 ) -> dict[int, torch.Tensor]:
     """Activations ``{layer: [rows, d]}`` for the units whose (window, position) are given."""
     need = np.unique(win_R)
@@ -124,7 +122,7 @@ def _shard_rows(
     for w in need:
         by_len[windows[w].stop - windows[w].start].append(int(w))
     dtype = STORE_DTYPES[cfg.store_dtype]
-    out = {layer: torch.empty(len(win_R), adapter.d_model, dtype=dtype) for layer in spec.layers}
+    out = {layer: torch.empty(len(win_R), adapter.d_model, dtype=dtype) for layer in layers}
     for group in by_len.values():  # equal-length windows batch with no padding
         for b in range(0, len(group), cfg.batch_size):
             ws = group[b:b + cfg.batch_size]
@@ -132,7 +130,7 @@ def _shard_rows(
                 np.stack([np.concatenate([prefix, ids[windows[w].doc][windows[w].start:windows[w].stop]]) for w in ws]),
                 dtype=torch.long,
             )
-            acts = adapter.resid_post(batch, list(spec.layers))
+            acts = adapter.resid_post(batch, list(layers))
             slot = {w: i for i, w in enumerate(ws)}
             sel = np.nonzero(np.isin(win_R, ws))[0]
             bi = torch.tensor([slot[int(w)] for w in win_R[sel]], dtype=torch.long)
@@ -141,7 +139,7 @@ def _shard_rows(
                 rows = x[bi, pi].float().cpu()
                 if not torch.isfinite(rows).all():
                     raise SaematchError(
-                        f"model '{spec.name}' produced NaN or infinite activations at layer {layer}; "
+                        f"model '{adapter.name}' produced NaN or infinite activations at layer {layer}; "
                         f"try extract.dtype=float32"
                     )
                 out[layer][torch.from_numpy(sel)] = rows.to(dtype)

@@ -33,21 +33,23 @@ def shard_name(k: int) -> str:
     return f"shard_{k:05d}.safetensors"
 
 
-def write_shard(root: Path, k: int, acts_RD: torch.Tensor) -> None:
-    """Write shard ``k`` atomically, then its sidecar record."""
+def write_shard(root: Path, k: int, acts_RD: torch.Tensor, config_hash: str = "") -> None:
+    """Write shard ``k`` atomically, then its sidecar record (with the config hash that made it)."""
     path = root / shard_name(k)
     with atomic_path(path) as tmp:
         save_file({"acts": acts_RD.contiguous()}, str(tmp))
-    write_json(root / f"shard_{k:05d}.json", file_record(path, root))
+    write_json(root / f"shard_{k:05d}.json", {**file_record(path, root), "config_hash": config_hash})
 
 
-def shard_done(root: Path, k: int, rows: int) -> bool:
-    """True when shard ``k`` exists, matches its sidecar, and has ``rows`` rows."""
+def shard_done(root: Path, k: int, rows: int, config_hash: str = "") -> bool:
+    """True when shard ``k`` exists, matches its sidecar and config hash, and has ``rows`` rows."""
     side = root / f"shard_{k:05d}.json"
     if not side.is_file():
         return False
     try:
         rec = read_json(side)
+        if rec.get("config_hash", "") != config_hash:
+            return False
         verify_record(root, rec, digest=True)
         return _load(root / shard_name(k)).shape[0] == rows
     except (ArtifactError, KeyError):
@@ -67,7 +69,7 @@ def finish_layer(root: Path, config_hash: str, n_rows: int, shard_units: int, **
     files = []
     for k in range(n_shards):
         rows = min(shard_units, n_rows - k * shard_units)
-        if not shard_done(root, k, rows):
+        if not shard_done(root, k, rows, config_hash):
             raise ArtifactError(f"shard {k} of {root} is missing or torn; rerun extract")
         files.append(root / shard_name(k))
     Stage(root).finish(config_hash, files, n_rows=n_rows, shard_units=shard_units, **meta)
