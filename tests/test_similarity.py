@@ -123,3 +123,14 @@ def test_registry_names_are_stable():
             "linear-r2"} <= set(metric_names())
     with pytest.raises(Exception, match="unknown similarity metric"):
         get_metric("nope")
+
+
+def test_recorded_components_come_from_the_full_data():
+    from saematch.config import SimilarityConfig
+    from saematch.similarity.grid import score_space
+
+    X = spread(n=300)
+    rows = score_space(X, X + 0.1 * spread(n=300, seed=2), ("svcca",), SimilarityConfig(n_permutations=5, n_bootstrap=5), "t")
+    m = get_metric("svcca")
+    m(X, X + 0.1 * spread(n=300, seed=2))
+    assert (rows[0]["k_x"], rows[0]["k_y"]) == (m.k_x_, m.k_y_)

@@ -45,18 +45,16 @@ def canonical_correlations(Qx: np.ndarray, Qy: np.ndarray) -> np.ndarray:
 class SVCCA(BaseMetric):
     """Mean canonical correlation after SVD reduction to ``var`` of the variance."""
 
-    def __init__(self, var: float = 0.99, k: int | None = None):
+    def __init__(self, var: float = 0.99, n_components: int | None = None):
         self.var = var
-        self.k = k
+        self.n_components = n_components  # fixed count instead of the variance rule (svcca-k1 uses 1)
 
     def _bases(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         X, Y = check_xy(X, Y)
-        Qx = orth_basis(svd_reduce(X, self.var, self.k))
-        Qy = orth_basis(svd_reduce(Y, self.var, self.k))
+        Qx = orth_basis(svd_reduce(X, self.var, self.n_components))
+        Qy = orth_basis(svd_reduce(Y, self.var, self.n_components))
         self.k_x_, self.k_y_ = Qx.shape[1], Qy.shape[1]
-        if X.shape[0] <= 2 * max(self.k_x_, self.k_y_):
-            log.warning("svcca: %d items for %d/%d kept dims; CCA is near 1 by construction at this size",
-                        X.shape[0], self.k_x_, self.k_y_)
+        self.small_n_ = X.shape[0] <= 2 * max(self.k_x_, self.k_y_)  # CCA is near 1 by construction then
         return Qx, Qy
 
     def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:
@@ -79,7 +77,7 @@ class SVCCAK1(SVCCA):
     """The published behaviour (one component per side); for comparison only."""
 
     def __init__(self) -> None:
-        super().__init__(var=0.99, k=1)
+        super().__init__(var=0.99, n_components=1)
 
 
 @register("pwcca")

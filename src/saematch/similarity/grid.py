@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
@@ -10,7 +12,8 @@ from saematch.config import SimilarityConfig
 from saematch.similarity.base import get_metric
 from saematch.similarity.nulls import score_with_null
 
-NULL_METRICS = ("svcca", "rsa", "cka-linear", "mknn")  # metrics that get a permutation null by default
+log = logging.getLogger(__name__)
+
 BOOTSTRAP_METRICS = ("svcca", "rsa")
 
 
@@ -27,6 +30,9 @@ def score_space(X: np.ndarray, Y: np.ndarray, names: tuple[str, ...], cfg: Simil
         n_perm = cfg.n_permutations if name in cfg.null_metrics else 0
         n_boot = cfg.n_bootstrap if name in BOOTSTRAP_METRICS else 0
         r = score_with_null(m, X, Y, n_perm, n_boot, cfg.seed)
+        if getattr(m, "small_n_", False):
+            log.warning("%s (%s): %d items for %s/%s kept dims; near 1 by construction, compare with its null",
+                        name, space, X.shape[0], m.k_x_, m.k_y_)
         rows.append({"space": space, "metric": name, "n_items": int(X.shape[0]), **r._asdict(),
                      "k_x": getattr(m, "k_x_", None), "k_y": getattr(m, "k_y_", None),
                      "higher_is_similar": m.higher_is_similar})

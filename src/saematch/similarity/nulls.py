@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import numpy as np
@@ -40,6 +41,7 @@ def bootstrap(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n: int, seed: in
     if n <= 0:
         return float("nan"), float("nan")
     X, Y = check_xy(X, Y)
+    metric = copy.copy(metric)  # keep the caller's fitted attributes (k_x_, ...) from the full-data score
     rng = np.random.default_rng([seed, 1])
     m = X.shape[0]
     vals = np.array([metric(X[i], Y[i]) for i in (rng.integers(0, m, m) for _ in range(n))])
