@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from saematch.adapter import ModelAdapter, load_model
+from saematch.adapter import load_model
 from saematch.errors import SaematchError
 
 

@@ -1,6 +1,5 @@
 """End to end through the CLI on tiny models with different tokenizers."""
 
-import numpy as np
 import torch
 
 from saematch.activations import open_layer

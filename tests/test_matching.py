@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from saematch.config import MatchConfig
 from saematch.matching.assign import hungarian_dense, hungarian_sparse, match_max, match_mutual
-from saematch.matching.correlation import check_pair, dense_corr, positive_blocks, topk_candidates
+from saematch.matching.correlation import dense_corr, positive_blocks, topk_candidates
 
 
 def topk_acts(N, F, k, rng):

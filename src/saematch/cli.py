@@ -73,7 +73,7 @@ def _cmd_match(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from saematch.config import load_config
-    from saematch.pipeline import run_compare
+    from saematch.runner import run_compare
 
     summary = run_compare(load_config(args.config, args.overrides), force=args.force)
     _print_headline(summary)
@@ -82,28 +82,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from saematch.config import load_config
-    from saematch.pipeline import run_report
+    from saematch.runner import run_report
 
     cfg = load_config(args.config, args.overrides)
-    logger = _logger(cfg, args, "report")
-    try:
-        path = run_report(cfg, force=args.force, logger=logger)
-    finally:
-        logger.finish()
+    path = _logged(cfg, args, "report", lambda logger: run_report(cfg, force=args.force, logger=logger))
     print(f"report: {path}")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from saematch.config import load_config
-    from saematch.pipeline import run_all
+    from saematch.runner import run_all
 
     cfg = load_config(args.config, args.overrides)
-    logger = _logger(cfg, args, "run")
-    try:
-        res = run_all(cfg, force=args.force, logger=logger)
-    finally:
-        logger.finish()
+    res = _logged(cfg, args, "run", lambda logger: run_all(cfg, force=args.force, logger=logger))
     print(f"report: {res['report']}")
     print("time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in res["times"].items())
           + f" (total {sum(res['times'].values()):.0f}s)")
@@ -160,22 +152,28 @@ def _logger(cfg, args: argparse.Namespace, name: str):
     return make_logger(wcfg, Path(cfg.run_dir), name, to_dict(cfg))
 
 
+def _logged(cfg, args: argparse.Namespace, name: str, work: Callable):
+    """Run ``work(logger)`` with the run's logger, always finishing the logger."""
+    logger = _logger(cfg, args, name)
+    try:
+        return work(logger)
+    finally:
+        logger.finish()
+
+
 def _cmd_train(args: argparse.Namespace, evaluate_only: bool = False) -> int:
     from saematch.config import load_config
     from saematch.pipeline import run_sae
 
     cfg = load_config(args.config, args.overrides)
-    logger = _logger(cfg, args, "eval" if evaluate_only else "train")
-    try:
-        only = None
-        if args.only:
-            key, _, layer = args.only.rpartition(":")
-            if not key or not layer.isdigit():
-                raise SaematchError(f"--only takes MODEL:LAYER, got '{args.only}'")
-            only = (key, int(layer))
-        evals = run_sae(cfg, force=args.force, logger=logger, evaluate_only=evaluate_only, only=only)
-    finally:
-        logger.finish()
+    only = None
+    if args.only:
+        key, _, layer = args.only.rpartition(":")
+        if not key or not layer.isdigit():
+            raise SaematchError(f"--only takes MODEL:LAYER, got '{args.only}'")
+        only = (key, int(layer))
+    evals = _logged(cfg, args, "eval" if evaluate_only else "train",
+                    lambda logger: run_sae(cfg, force=args.force, logger=logger, evaluate_only=evaluate_only, only=only))
     for (model, layer), ev in evals.items():
         rec = "n/a" if ev.loss_recovered is None else f"{ev.loss_recovered:.3f}"
         log.info("%s L%d: FVU %.3f  L0 %.1f  dead %.1f%%  dense %.1f%%  loss recovered %s",

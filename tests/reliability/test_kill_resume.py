@@ -1,7 +1,6 @@
 """kill -9 a real `saematch run` in each stage; the rerun ends with identical scores."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys

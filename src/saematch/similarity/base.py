@@ -77,10 +77,17 @@ def register(name: str) -> Callable[[type], type]:
     return deco
 
 
+def _load_registry() -> None:
+    """Import the metric modules; their @register decorators fill REGISTRY (lazily, not at import)."""
+    import importlib
+
+    for mod in ("cca", "cka", "knn", "maps", "rsa"):
+        importlib.import_module(f"saematch.similarity.{mod}")
+
+
 def get_metric(name: str, **params: object) -> BaseMetric:
     """A metric by its registered name, with hyperparameters."""
-    from saematch.similarity import cca, cka, knn, maps, rsa  # noqa: F401  (registers the metrics)
-
+    _load_registry()
     if name not in REGISTRY:
         raise SaematchError(f"unknown similarity metric '{name}' (known: {', '.join(sorted(REGISTRY))})")
     cls = REGISTRY[name]
@@ -91,6 +98,5 @@ def get_metric(name: str, **params: object) -> BaseMetric:
 
 
 def metric_names() -> list[str]:
-    from saematch.similarity import cca, cka, knn, maps, rsa  # noqa: F401
-
+    _load_registry()
     return sorted(REGISTRY)
