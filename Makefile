@@ -22,5 +22,9 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest -q
 
+# EleutherAI sparsify is the outside reference in bench/train_sae.py; its torch
+# pin would pull CUDA wheels, so it goes in without dependencies.
 bench: setup
+	$(PY) -m pip install -q --no-deps eai-sparsify schedulefree
+	$(PY) -m pip install -q natsort simple-parsing
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

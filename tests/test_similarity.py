@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from scipy.linalg import orthogonal_procrustes
-from scipy.spatial.distance import pdist
+from scipy.spatial.distance import pdist, squareform
 from scipy.stats import ortho_group, spearmanr
 
 from saematch.similarity import ProcrustesMap, RidgeMap, get_metric, metric_names, score_with_null
@@ -134,3 +134,34 @@ def test_recorded_components_come_from_the_full_data():
     m = get_metric("svcca")
     m(X, X + 0.1 * spread(n=300, seed=2))
     assert (rows[0]["k_x"], rows[0]["k_y"]) == (m.k_x_, m.k_y_)
+
+
+@pytest.mark.parametrize("n", [7, 8, 61])
+def test_mantel_kernel_against_gather(n):
+    from saematch.similarity.mantel import upper_sums
+
+    rng = np.random.default_rng(n)
+    A, B = squareform(rng.random(n * (n - 1) // 2)), squareform(rng.random(n * (n - 1) // 2))
+    perms = np.stack([rng.permutation(n) for _ in range(5)])
+    ref = [0.5 * np.sum(A * B[np.ix_(p, p)]) for p in perms]
+    assert upper_sums(A, B, perms) == pytest.approx(ref, rel=1e-5)
+
+
+def test_rsa_batched_null_and_bootstrap_match_recompute():
+    X, Y = spread(n=80), spread(n=80, seed=9)
+    rsa = get_metric("rsa")
+    perms = np.stack([np.random.default_rng(s).permutation(80) for s in range(4)])
+    assert rsa.permuter_batch(X, X + 0.5 * Y)(perms) == pytest.approx([rsa(X, (X + 0.5 * Y)[p]) for p in perms], abs=1e-6)
+    idx = np.random.default_rng(3).integers(0, 80, 80)  # with repeats: repeated items sit at distance 0
+    assert rsa.resampler(X, Y)(idx) == pytest.approx(rsa(X[idx], Y[idx]), abs=1e-9)
+
+
+@pytest.mark.parametrize("n,d", [(30, 40), (200, 5)])  # the n x n Gram route and the d1 x d2 route
+@pytest.mark.parametrize("name", ["cka-linear", "cka-linear-unbiased", "svcca", "mknn"])
+def test_permuters_equal_recompute(name, n, d):
+    rng = np.random.default_rng(n)
+    X = rng.standard_normal((n, d))
+    Y = X @ rng.standard_normal((d, d)) + rng.standard_normal((n, d))
+    m = get_metric(name, k=5)
+    perms = np.stack([rng.permutation(n) for _ in range(3)])
+    assert m.permuter_batch(X, Y)(perms) == pytest.approx([m(X, Y[p]) for p in perms], rel=1e-5, abs=1e-7)

@@ -172,11 +172,13 @@ class SimilarityConfig:
     concepts: Optional[str] = None  # YAML of keyword lists; default: the shipped one
     min_concept_pairs: int = 3
     seed: int = 0
+    workers: int = 0  # processes scoring layer pairs (0: one per core); results do not depend on it
 
     def __post_init__(self) -> None:
         _check(self.n_permutations >= 0, "similarity.n_permutations must be >= 0")
         _check(0.0 < self.svcca_var <= 1.0, "similarity.svcca_var must be in (0, 1]")
         _check(self.mknn_k >= 1, "similarity.mknn_k must be >= 1")
+        _check(self.workers >= 0, "similarity.workers must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ def run_sae(cfg: RunConfig, force: bool = False, logger=None, evaluate_only: boo
     from saematch.activations import open_layer
     from saematch.corpus import Corpus
     from saematch.logger import NullLogger
-    from saematch.sae.evaluate import SAEEval
+    from saematch.sae.evaluate import LossProbe, SAEEval
     from saematch.sae.load import load_sae_dir
     from saematch.sae.stage import evaluate_sae, loss_batch, sae_for_layer
     from saematch.artifacts import read_json, write_json
@@ -174,9 +174,8 @@ def run_sae(cfg: RunConfig, force: bool = False, logger=None, evaluate_only: boo
     corpus = Corpus(lay.corpus())
     evals: dict = {}
     for spec in cfg.models:
-        get = _adapter_loader(cfg, spec)
         ids = loss_batch(corpus, spec.key, cfg.sae.loss_windows)
-        skip = len(corpus.prefix(spec.key))
+        probe = LossProbe(_adapter_loader(cfg, spec), ids, len(corpus.prefix(spec.key))) if ids is not None else None
         for layer in spec.layers:
             if only is not None and (spec.key, layer) != only:
                 continue
@@ -185,14 +184,12 @@ def run_sae(cfg: RunConfig, force: bool = False, logger=None, evaluate_only: boo
             store = open_layer(lay.acts(spec.key, layer))
             if evaluate_only:
                 man = stage.manifest()
-                ev = evaluate_sae(load_sae_dir(out), store, cfg.sae, layer, get() if ids is not None else None,
-                                  ids, skip, man.get("scale"))
+                ev = evaluate_sae(load_sae_dir(out), store, cfg.sae, layer, probe, man.get("scale"))
                 write_json(out / "eval.json", ev.to_dict())
                 stage.finish(man["config_hash"], [out / "cfg.json", out / "sae_weights.safetensors", out / "eval.json"],
                              **{k: v for k, v in man.items() if k not in {"config_hash", "files"}})
             elif force or not stage.is_complete(h):
-                ev = sae_for_layer(spec, layer, store, cfg.sae, out, h, lambda: get() if ids is not None else None,
-                                   ids, skip, logger)
+                ev = sae_for_layer(spec, layer, store, cfg.sae, out, h, probe, logger)
             else:
                 ev = SAEEval(**read_json(out / "eval.json"))
             evals[(spec.key, layer)] = ev

@@ -19,58 +19,76 @@ def _decoder(lay, spec: ModelSpec, layer: int):
     return load_sae_dir(lay.sae(spec.key, layer)).W_dec.detach().float().numpy()
 
 
+def score_layer_pair(X, Y, A, B, concept_in, cfg, concepts) -> tuple[list[dict], list[dict]]:
+    """All scores of one layer pair; a top-level function so worker processes can run it.
+
+    X, Y: decoder rows of the (sub-sampled) matched pairs, or None when fewer than 3.
+    A, B: raw activations of the same sampled units.  concept_in: (pairs, dec_a,
+    dec_b, top_words_a, top_words_b) for the semantic subspaces.
+    """
+    from saematch.similarity.grid import score_space
+    from saematch.similarity.semantic import concept_scores
+
+    rows = score_space(X, Y, cfg.feature_metrics, cfg, "features") if X is not None else []
+    rows += score_space(A, B, cfg.activation_metrics, cfg, "activations")
+    return rows, concept_scores(*concept_in, cfg, concepts)
+
+
 def run_compare(cfg: RunConfig, force: bool = False) -> dict:
-    """Stage 5: similarity scores over the layer grid, best layers, depth agreement, concepts."""
+    """Stage 5: similarity scores over the layer grid, best layers, depth agreement, concepts.
+
+    Layer pairs are scored in ``similarity.workers`` processes (joblib, one BLAS
+    thread each); every job uses the same seeds, so results do not depend on it.
+    """
+    import os
+
     import numpy as np
     import pandas as pd
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
 
     from saematch.activations import open_layer
     from saematch.artifacts import write_json
     from saematch.configio import config_hash
     from saematch.matching.store import write_parquet
-    from saematch.similarity.grid import best_layers, depth_agreement, score_space
-    from saematch.similarity.semantic import concept_scores, load_concepts
+    from saematch.similarity.grid import best_layers, depth_agreement
+    from saematch.similarity.semantic import load_concepts
 
     run_match(cfg)
     lay, hashes = layout(cfg), Hashes(cfg)
     out = lay.similarity()
     stage = Stage(out)
-    h = config_hash(cfg.similarity, sorted(hashes.pairs(a, la, b, lb) for a, b in model_pairs(cfg)
-                                           for la, lb in layer_pairs(cfg, a, b)))
+    sc = cfg.similarity
+    h = config_hash({k: v for k, v in vars(sc).items() if k != "workers"},
+                    sorted(hashes.pairs(a, la, b, lb) for a, b in model_pairs(cfg) for la, lb in layer_pairs(cfg, a, b)))
     if not force and stage.is_complete(h):
         return stage.manifest()["summary"]
     stage.invalidate()
-    sc = cfg.similarity
     concepts = load_concepts(sc.concepts)
     rng = np.random.default_rng(sc.seed)
-    rows, concept_rows = [], []
     n_units = open_layer(lay.acts(cfg.models[0].key, cfg.models[0].layers[0]), verify=False).n_rows
     units = np.sort(rng.choice(n_units, size=min(sc.max_units, n_units), replace=False))
-    from tqdm.auto import tqdm
-
-    jobs = [(a, b, la, lb) for a, b in model_pairs(cfg) for la, lb in layer_pairs(cfg, a, b)]
-    acts_cache: dict = {}
-
-    def acts(spec, layer):
-        key = (spec.key, layer)
-        if key not in acts_cache:
-            acts_cache[key] = open_layer(lay.acts(spec.key, layer), verify=False).take(units).numpy()
-        return acts_cache[key]
-
-    for a, b, la, lb in tqdm(jobs, desc="compare", unit="layer pair", disable=None):
-        pairs = pd.read_parquet(lay.pairs(a.key, la, b.key, lb) / "pairs.parquet")
-        kept = pairs[pairs["keep"]]
-        if len(kept) > sc.max_pairs:
-            kept = kept.sample(sc.max_pairs, random_state=sc.seed)
-        base = {"model_a": a.key, "layer_a": la, "model_b": b.key, "layer_b": lb}
-        dec_a, dec_b = _decoder(lay, a, la), _decoder(lay, b, lb)
-        if len(kept) >= 3:
-            X, Y = dec_a[kept["feature_a"].to_numpy()], dec_b[kept["feature_b"].to_numpy()]
-            rows += [{**base, **r} for r in score_space(X, Y, sc.feature_metrics, sc, "features")]
-        rows += [{**base, **r} for r in score_space(acts(a, la), acts(b, lb), sc.activation_metrics, sc, "activations")]
-        ca = pd.read_parquet(lay.features(a.key, la) / "cards.parquet", columns=["top_words"])["top_words"]
-        cb = pd.read_parquet(lay.features(b.key, lb) / "cards.parquet", columns=["top_words"])["top_words"]
-        concept_rows += [{**base, **r} for r in concept_scores(pairs[pairs["keep"]], dec_a, dec_b, ca, cb, sc, concepts)]
+    acts = {(m.key, L): open_layer(lay.acts(m.key, L), verify=False).take(units).numpy() for m in cfg.models for L in m.layers}
+    dec = {(m.key, L): _decoder(lay, m, L) for m in cfg.models for L in m.layers}
+    words = {(m.key, L): pd.read_parquet(lay.features(m.key, L) / "cards.parquet", columns=["top_words"])["top_words"]
+             for m in cfg.models for L in m.layers}
+    jobs, keys = [], []
+    for a, b in model_pairs(cfg):
+        for la, lb in layer_pairs(cfg, a, b):
+            pairs = pd.read_parquet(lay.pairs(a.key, la, b.key, lb) / "pairs.parquet")
+            kept = pairs[pairs["keep"]]
+            sub = kept.sample(sc.max_pairs, random_state=sc.seed) if len(kept) > sc.max_pairs else kept
+            da, db = dec[a.key, la], dec[b.key, lb]
+            X, Y = (da[sub["feature_a"].to_numpy()], db[sub["feature_b"].to_numpy()]) if len(sub) >= 3 else (None, None)
+            concept_in = (kept, da, db, words[a.key, la], words[b.key, lb])
+            jobs.append(delayed(score_layer_pair)(X, Y, acts[a.key, la], acts[b.key, lb], concept_in, sc, concepts))
+            keys.append({"model_a": a.key, "layer_a": la, "model_b": b.key, "layer_b": lb})
+    workers = sc.workers or os.cpu_count() or 1
+    results = Parallel(n_jobs=min(workers, len(jobs)), return_as="generator")(jobs)
+    rows, concept_rows = [], []
+    for base, (r, c) in tqdm(zip(keys, results), total=len(jobs), desc="compare", unit="layer pair", disable=None):
+        rows += [{**base, **x} for x in r]
+        concept_rows += [{**base, **x} for x in c]
     scores = pd.DataFrame(rows)
     best_all, depth_all = [], []
     for a, b in model_pairs(cfg):

@@ -94,15 +94,33 @@ def zero_from(skip: int) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 @torch.no_grad()
-def lm_loss(adapter: ModelAdapter, sae: Any, layer: int, ids_BT: torch.Tensor, skip: int) -> dict[str, float]:
+def lm_loss(adapter: ModelAdapter, sae: Any, layer: int, ids_BT: torch.Tensor, skip: int,
+            clean: Optional[float] = None) -> dict[str, float]:
     """Mean next-token loss clean, with the SAE spliced in, and zero-ablated at ``layer``.
 
     Positions before ``skip`` (special prefix tokens such as BOS) are left alone,
     and losses are averaged over the predictions made from spliced positions.
+    ``clean`` reuses a clean loss already measured on the same ``ids_BT``.
     """
-    clean = adapter.token_losses(ids_BT)[:, skip:].mean().item()
+    if clean is None:
+        clean = adapter.token_losses(ids_BT)[:, skip:].mean().item()
     spliced = adapter.token_losses(ids_BT, layer, splice(sae, skip))[:, skip:].mean().item()
     zero = adapter.token_losses(ids_BT, layer, zero_from(skip))[:, skip:].mean().item()
     denom = zero - clean
     return {"loss_clean": clean, "loss_spliced": spliced, "loss_zero": zero,
             "loss_recovered": (zero - spliced) / denom if abs(denom) > 1e-9 else float("nan")}
+
+
+class LossProbe:
+    """The LM-loss splice for one model: windows ``ids_BT[B, T]``, the prefix length ``skip``,
+    and the model, loaded on first use.  The clean loss is measured once and shared by its layers."""
+
+    def __init__(self, get_adapter: Callable[[], ModelAdapter], ids_BT: torch.Tensor, skip: int):
+        self.get_adapter, self.ids_BT, self.skip = get_adapter, ids_BT, skip
+        self._clean: Optional[float] = None
+
+    def __call__(self, sae: Any, layer: int) -> dict[str, float]:
+        adapter = self.get_adapter()
+        if self._clean is None:
+            self._clean = float(adapter.token_losses(self.ids_BT)[:, self.skip:].mean().item())
+        return lm_loss(adapter, sae, layer, self.ids_BT, self.skip, clean=self._clean)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -19,7 +19,7 @@ from saematch.artifacts import Stage, write_json
 from saematch.config import ModelSpec, SAEConfig
 from saematch.corpus import Corpus
 from saematch.logger import Logger, NullLogger
-from saematch.sae.evaluate import SAEEval, lm_loss, reconstruction_stats
+from saematch.sae.evaluate import LossProbe, SAEEval, reconstruction_stats
 from saematch.sae.load import check_fits, load_pretrained, load_sae_dir
 from saematch.sae.train import CKPT, train_sae
 
@@ -44,20 +44,19 @@ def loss_batch(corpus: Corpus, model: str, n_windows: int) -> Optional[torch.Ten
 
 
 def evaluate_sae(
-    sae: Any, store: LayerStore, cfg: SAEConfig, layer: int, adapter: Optional[ModelAdapter],
-    ids_BT: Optional[torch.Tensor], skip: int, scale: Optional[float] = None,
+    sae: Any, store: LayerStore, cfg: SAEConfig, layer: int, probe: Optional[LossProbe], scale: Optional[float] = None,
 ) -> SAEEval:
+    """Reconstruction quality on the held-out rows, and the LM-loss splice when ``probe`` is given."""
     ev = reconstruction_stats(sae, store, n_train_rows(store.n_rows, cfg), store.n_rows, dense_threshold=cfg.dense_threshold)
     extra: dict[str, Any] = {"scale": scale}
-    if adapter is not None and ids_BT is not None:
-        extra.update(lm_loss(adapter, sae.float(), layer, ids_BT, skip))
+    if probe is not None:
+        extra.update(probe(sae.float(), layer))
     return SAEEval(**{**ev.to_dict(), **extra})
 
 
 def sae_for_layer(
     spec: ModelSpec, layer: int, store: LayerStore, cfg: SAEConfig, out: Path, chash: str,
-    get_adapter: Callable[[], Optional[ModelAdapter]], ids_BT: Optional[torch.Tensor], skip: int,
-    logger: Logger = NullLogger(),
+    probe: Optional[LossProbe], logger: Logger = NullLogger(),
 ) -> SAEEval:
     """Train (or load) and evaluate one SAE, writing it atomically under ``out``."""
     stage = Stage(out)
@@ -75,7 +74,7 @@ def sae_for_layer(
     else:
         res = train_sae(store, cfg, out, n_train_rows(store.n_rows, cfg), ModelAdapter.hook_name(layer), logger, prefix)
         sae, scale = res.sae, res.scale
-    ev = evaluate_sae(sae, store, cfg, layer, get_adapter(), ids_BT, skip, scale)
+    ev = evaluate_sae(sae, store, cfg, layer, probe, scale)
     write_json(out / "eval.json", ev.to_dict())
     logger.log({f"{prefix}eval/{k}": v for k, v in ev.to_dict().items() if v is not None})
     stage.finish(chash, [out / "cfg.json", out / "sae_weights.safetensors", out / "eval.json"],

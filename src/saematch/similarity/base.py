@@ -5,7 +5,8 @@ Every metric is an object with hyperparameters set in ``__init__`` and
 (matched feature pairs, or aligned units).  ``permuter(X, Y)`` returns a
 function ``perm -> score of (X, Y[perm])`` that reuses whatever does not depend
 on the pairing (ranks, bases, Gram matrices), which is what makes permutation
-nulls fast.  Registered names are stable: results and reports key on them.
+nulls fast.  ``resampler(X, Y)`` likewise returns ``idx -> score of (X[idx], Y[idx])``
+for bootstraps over items.  Registered names are stable: results and reports key on them.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ class Metric(Protocol):
 
     def permuter(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]: ...
 
+    def resampler(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]: ...
+
 
 class BaseMetric:
-    """Default permuter: recompute on the permuted rows of Y."""
+    """Default permuter and resampler: recompute on the permuted / resampled rows."""
 
     name = "base"
     higher_is_similar = True
@@ -40,6 +43,15 @@ class BaseMetric:
     def permuter(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
         X, Y = check_xy(X, Y)
         return lambda perm: self(X, Y[perm])
+
+    def permuter_batch(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """``perms[m, n] -> scores[m]``; metrics with a batched kernel override this."""
+        fn = self.permuter(X, Y)
+        return lambda perms: np.array([fn(p) for p in perms], dtype=np.float64)
+
+    def resampler(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
+        X, Y = check_xy(X, Y)
+        return lambda idx: self(X[idx], Y[idx])
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))

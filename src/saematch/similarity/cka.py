@@ -9,6 +9,10 @@ import numpy as np
 from saematch.similarity.base import BaseMetric, center, check_xy, register
 
 
+def _sq_norm(M: np.ndarray) -> float:
+    return float(np.einsum("ij,ij->", M, M, dtype=np.float64))
+
+
 def _gram(X: np.ndarray) -> np.ndarray:
     Xc = center(X)
     return Xc @ Xc.T
@@ -26,9 +30,17 @@ class LinearCKA(BaseMetric):
         return float(num / den) if den > 0 else 0.0
 
     def permuter(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
+        """<K, L[p, p]> on n x n Gram matrices, or ||Xc^T Yc[p]||_F^2 when d1 * d2 is the smaller size."""
         X, Y = check_xy(X, Y)
-        K, L = _gram(X).astype(np.float32), _gram(Y).astype(np.float32)
-        den = float(np.linalg.norm(K) * np.linalg.norm(L))
+        Xc, Yc = center(X), center(Y)
+        den = float(np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Yc.T @ Yc))
+        if den == 0:
+            return lambda perm: 0.0
+        n, d1, d2 = X.shape[0], X.shape[1], Y.shape[1]
+        if d1 * d2 < n * n:
+            Xt, Yf = np.ascontiguousarray(Xc.T, dtype=np.float32), Yc.astype(np.float32)
+            return lambda perm: float(_sq_norm(Xt @ Yf[perm]) / den)
+        K, L = (Xc @ Xc.T).astype(np.float32), (Yc @ Yc.T).astype(np.float32)
         # <K, L[p, p]> = ||X^T Y[p]||_F^2 (centring commutes with permuting rows)
         return lambda perm: float(np.einsum("ij,ij->", K, L[np.ix_(perm, perm)], dtype=np.float64) / den)
 

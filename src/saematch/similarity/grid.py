@@ -22,16 +22,17 @@ def metric_params(cfg: SimilarityConfig) -> dict:
             "alpha": cfg.ridge_alpha, "seed": cfg.seed}
 
 
-def score_space(X: np.ndarray, Y: np.ndarray, names: tuple[str, ...], cfg: SimilarityConfig, space: str) -> list[dict]:
-    """Every metric in ``names`` on paired rows X[n, d1], Y[n, d2], with nulls where configured."""
+def score_space(X: np.ndarray, Y: np.ndarray, names: tuple[str, ...], cfg: SimilarityConfig, space: str,
+                bootstrap: bool = True) -> list[dict]:
+    """Every metric in ``names`` on paired rows X[n, d1], Y[n, d2], with nulls (and CIs) where configured."""
     rows = []
     for name in names:
         m = get_metric(name, **metric_params(cfg))
         n_perm = cfg.n_permutations if name in cfg.null_metrics else 0
-        n_boot = cfg.n_bootstrap if name in BOOTSTRAP_METRICS else 0
+        n_boot = cfg.n_bootstrap if bootstrap and name in BOOTSTRAP_METRICS else 0
         r = score_with_null(m, X, Y, n_perm, n_boot, cfg.seed)
         if getattr(m, "small_n_", False):
-            log.warning("%s (%s): %d items for %s/%s kept dims; near 1 by construction, compare with its null",
+            (log.debug if space == "concept" else log.warning)("%s (%s): %d items for %s/%s kept dims; near 1 by construction, compare with its null",
                         name, space, X.shape[0], m.k_x_, m.k_y_)
         rows.append({"space": space, "metric": name, "n_items": int(X.shape[0]), **r._asdict(),
                      "k_x": getattr(m, "k_x_", None), "k_y": getattr(m, "k_y_", None),

@@ -28,12 +28,16 @@ class Scored(NamedTuple):
     ci_high: float
 
 
-def permutation_null(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """``[n]`` scores of the metric with the pairing of rows shuffled."""
+def permutation_null(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n: int, seed: int = 0,
+                     batch: int = 32) -> np.ndarray:
+    """``[n]`` scores of the metric with the pairing of rows shuffled (scored ``batch`` permutations at a time)."""
     rng = np.random.default_rng(seed)
-    fn = metric.permuter(X, Y)
+    fn = metric.permuter_batch(X, Y)
     m = np.asarray(X).shape[0]
-    return np.array([fn(rng.permutation(m)) for _ in range(n)])
+    out = []
+    for start in range(0, n, batch):
+        out.append(fn(np.stack([rng.permutation(m) for _ in range(min(batch, n - start))])))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def bootstrap(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n: int, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -44,7 +48,8 @@ def bootstrap(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n: int, seed: in
     metric = copy.copy(metric)  # keep the caller's fitted attributes (k_x_, ...) from the full-data score
     rng = np.random.default_rng([seed, 1])
     m = X.shape[0]
-    vals = np.array([metric(X[i], Y[i]) for i in (rng.integers(0, m, m) for _ in range(n))])
+    fn = metric.resampler(X, Y)
+    vals = np.array([fn(rng.integers(0, m, m)) for _ in range(n)])
     lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 

@@ -33,7 +33,10 @@ def concept_scores(
     pairs: pd.DataFrame, dec_a: np.ndarray, dec_b: np.ndarray, words_a: pd.Series, words_b: pd.Series,
     cfg: SimilarityConfig, concepts: dict[str, set[str]],
 ) -> list[dict]:
-    """SVCCA and RSA of each concept's matched pairs (either feature in the concept), with nulls."""
+    """SVCCA and RSA of each concept's matched pairs (either feature in the concept), with nulls.
+
+    No bootstrap here: concept subsets are small, and their permutation null is the test.
+    """
     rows = []
     for concept, kw in concepts.items():
         in_a, in_b = concept_members(words_a, kw), concept_members(words_b, kw)
@@ -43,6 +46,6 @@ def concept_scores(
             rows.append({**base, "skipped": True, "metric": None})
             continue
         X, Y = dec_a[sel["feature_a"].to_numpy()], dec_b[sel["feature_b"].to_numpy()]
-        for r in score_space(X, Y, ("svcca", "rsa"), cfg, "concept"):
+        for r in score_space(X, Y, ("svcca", "rsa"), cfg, "concept", bootstrap=False):
             rows.append({**base, "skipped": False, **r})
     return rows
