@@ -68,3 +68,14 @@ def test_rerun_is_cached(tiny_run, capsys):
     before = (run / "similarity" / "scores.parquet").read_bytes()
     assert main(["run", str(path)]) == 0
     assert (run / "similarity" / "scores.parquet").read_bytes() == before
+
+
+def test_wandb_offline_run_directory(tiny_run, monkeypatch):
+    run, path = tiny_run
+    wdir = run / "wandb"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(wdir))  # what the logger sets; here restored after the test
+    assert main(["report", str(path), "--wandb"]) == 0
+    runs = list(wdir.rglob("offline-run-*"))
+    assert runs and any(p.suffix == ".wandb" and p.stat().st_size > 0 for r in runs for p in r.iterdir())
