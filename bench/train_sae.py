@@ -1,7 +1,11 @@
-"""SAE training throughput: ours (SAELens SAETrainer fed by the activation store) vs SAELens on
-in-memory tensors vs EleutherAI sparsify (PyPI eai-sparsify) if installed, same stream and shapes.
+"""SAE training throughput, same stream and shapes, one run:
 
-    python bench/train_sae.py [--steps 30]
+- ours: SAELens ``SAETrainer`` with our sparse TopK training SAE (``sae/sparse_topk.py``),
+  fed by the activation store;
+- SAELens' own ``TopKTrainingSAE`` in the same trainer, on in-memory tensors;
+- EleutherAI sparsify (PyPI ``eai-sparsify``) if installed.
+
+    python bench/train_sae.py [--steps 30] [--threads 2]
 """
 
 import argparse
@@ -20,8 +24,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--d-in", type=int, default=576)
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     d, B = args.d_in, 1024
     cfg = SAEConfig(expansion=8, k=32, batch_size=B, training_tokens=B * args.steps, lr=3e-4)
     n = B * 16
@@ -37,9 +42,14 @@ def main() -> None:
             next(feed)
         feed_s = time.perf_counter() - t
 
-        def run(data) -> float:
+        def run(data, stock: bool = False) -> float:
             torch.manual_seed(0)
-            trainer = _make_trainer(cfg, make_training_sae(cfg, d), data)
+            sae = make_training_sae(cfg, d)
+            if stock:
+                import sae_lens as sl
+
+                sae = sl.TopKTrainingSAE(sae.cfg)
+            trainer = _make_trainer(cfg, sae, data)
             next_batch = next(trainer.data_provider)
             trainer.step(next_batch)  # warm-up
             t = time.perf_counter()
@@ -49,19 +59,20 @@ def main() -> None:
 
         ours = run(store.batches(B))
         mem = [x[i * B % n:(i * B % n) + B] for i in range(args.steps + 2)]
-        saelens = run(iter(mem))
+        saelens = run(iter(mem), stock=True)
     print(f"d_in {d}, d_sae {8 * d}, k 32, batch {B}, {args.steps} steps, {torch.get_num_threads()} threads")
     print(f"ours (store feed):          {ours:8.0f} tok/s")
-    print(f"SAELens (in-memory tensors): {saelens:8.0f} tok/s  ratio ours/SAELens {ours / saelens:.2f}")
+    print(f"SAELens TopKTrainingSAE (in-memory tensors): {saelens:8.0f} tok/s  ratio ours/SAELens {ours / saelens:.2f}")
     print(f"data feed share of step time: {feed_s / (B * args.steps / ours):.1%}")
     try:
         from sparsify import SparseCoder, SparseCoderConfig
 
         sc = SparseCoder(d, SparseCoderConfig(expansion_factor=8, k=32), device="cpu")
         opt = torch.optim.Adam(sc.parameters(), lr=3e-4)
-        t = time.perf_counter()
-        for i in range(args.steps):
-            out = sc(mem[i])
+        for i in range(-1, args.steps):  # step -1 is the warm-up, as for the others
+            if i == 0:
+                t = time.perf_counter()
+            out = sc(mem[max(i, 0)])
             out.fvu.backward()
             opt.step()
             opt.zero_grad()

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from saematch.config import MatchConfig
 from saematch.matching.assign import hungarian_dense, hungarian_sparse, match_max, match_mutual
-from saematch.matching.correlation import dense_corr, positive_blocks, topk_candidates
+from saematch.matching.correlation import dense_corr, corr_blocks, topk_candidates
 
 
 def topk_acts(N, F, k, rng):
@@ -53,7 +53,7 @@ def test_planted_permutation_dense_and_sparse():
     assert len(d.rows) == 400
     np.testing.assert_array_equal(d.cols[np.argsort(d.rows)], perm)
     G = topk_candidates(XA, XB, st, 8)
-    s = hungarian_sparse(G, lambda: positive_blocks(XA, XB, st), 8)
+    s = hungarian_sparse(G, lambda: corr_blocks(XA, XB, st), 8)
     assert s.gap == 0.0
     np.testing.assert_array_equal(s.cols[np.argsort(s.rows)], perm)
     assert s.objective == pytest.approx(d.objective, rel=1e-6)
@@ -66,7 +66,7 @@ def test_sparse_widens_candidates_until_certified():
     XB = (XB + XA[:, :50] * 0.3).tocsr()
     C, st = dense_corr(XA, XB)
     d = hungarian_dense(C)
-    s = hungarian_sparse(topk_candidates(XA, XB, st, 1), lambda: positive_blocks(XA, XB, st), 1, max_rounds=10)
+    s = hungarian_sparse(topk_candidates(XA, XB, st, 1), lambda: corr_blocks(XA, XB, st), 1, max_rounds=10)
     assert s.rounds > 1 and s.gap == 0.0
     assert s.objective == pytest.approx(d.objective, rel=1e-6)
     # without a certificate the gap is unknown, never claimed to be zero
@@ -110,3 +110,42 @@ def test_match_pair_flags(tmp_path):
     assert (df["keep"] == ~(df["below_min_corr"] | df["punctuation"])).all()
     df2, info2 = match_pair(XA, XB, cards("a", 50), cards("b", 50), MatchConfig(drop_dense=True, dense_limit=10))
     assert info2.excluded_a == 1 and info2.solver == "sparse-lapjvsp" and 0 not in df2["feature_a"].tolist()
+
+
+def test_duals_are_feasible_and_tight():
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+    from saematch.matching.duals import duals
+
+    rng = np.random.default_rng(5)
+    n = 60
+    M = sp.random(n, n, density=0.2, random_state=7, format="csr")
+    cost = (M + sp.eye(n)).tocsr()  # the diagonal keeps a perfect matching possible
+    cost.data = 1.0 + rng.random(cost.nnz)
+    rows, cols = min_weight_full_bipartite_matching(cost)
+    match_col = np.empty(n, np.int64)
+    match_col[rows] = cols
+    u, v = duals(cost, match_col)
+    coo = cost.tocoo()
+    assert (u[coo.row] + v[coo.col] <= coo.data + 1e-9).all()
+    np.testing.assert_allclose(u + v[match_col], np.asarray(cost[np.arange(n), match_col]).ravel(), atol=1e-9)
+    # duality: the matching's cost equals the dual objective, so it is optimal
+    assert (u.sum() + v.sum()) == pytest.approx(cost[np.arange(n), match_col].sum())
+
+
+def test_topk_candidates_are_row_and_column_top_k():
+    rng = np.random.default_rng(9)
+    XA, XB = topk_acts(2000, 70, 6, rng), topk_acts(2000, 50, 6, rng)
+    XB = (XB + XA[:, :50] * 0.5).tocsr()
+    C, st = dense_corr(XA, XB)
+    k = 3
+    G = topk_candidates(XA, XB, st, k).toarray()
+    W = np.where(np.nan_to_num(C) > 0, np.nan_to_num(C), 0)
+    want = np.zeros(W.shape, bool)
+    for i in range(W.shape[0]):
+        want[i, np.argsort(-W[i])[:k]] = True
+    for j in range(W.shape[1]):
+        want[np.argsort(-W[:, j])[:k], j] = True
+    want &= W > 0
+    np.testing.assert_array_equal(G > 0, want)
+    np.testing.assert_allclose(G[want], W[want], rtol=1e-6)

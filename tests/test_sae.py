@@ -118,3 +118,38 @@ def test_d_in_mismatch_is_clear(planted):
     fake = SimpleNamespace(cfg=SimpleNamespace(d_in=64, metadata=SimpleNamespace(hook_name="blocks.5.hook_resid_post")))
     with pytest.raises(SaematchError, match="hook"):
         check_fits(fake, spec, 3, 64, "x")
+
+
+@pytest.mark.parametrize("rescale", [True, False])
+def test_sparse_topk_equals_saelens_loss_and_gradients(rescale):
+    import sae_lens as sl
+    from sae_lens.saes.sae import TrainStepInput
+
+    from saematch.sae.sparse_topk import make_sparse_topk
+
+    torch.manual_seed(0)
+    cfg = sl.TopKTrainingSAEConfig(d_in=24, d_sae=96, k=5, dtype="float32", device="cpu",
+                                   rescale_acts_by_decoder_norm=rescale)
+    dense, sparse = sl.TopKTrainingSAE(cfg), make_sparse_topk(cfg)
+    with torch.no_grad():  # decoder rows of unequal norm, a non-zero bias: every term matters
+        dense.W_dec.mul_(torch.rand(96, 1) + 0.5)
+        dense.b_enc.normal_(0, 0.1)
+        dense.b_dec.normal_(0, 0.1)
+    sparse.load_state_dict(dense.state_dict())
+    x = torch.randn(64, 24)
+    dead = torch.zeros(96, dtype=torch.bool)
+    dead[torch.randperm(96)[:30]] = True
+    outs = []
+    for sae in (dense, sparse):
+        step = TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead, n_training_steps=0, is_logging_step=False)
+        out = sae.training_forward_pass(step)
+        out.loss.backward()
+        outs.append(out)
+    d, s = outs
+    assert s.losses["auxiliary_reconstruction_loss"] > 0
+    for key in ("mse_loss", "auxiliary_reconstruction_loss"):
+        torch.testing.assert_close(s.losses[key], d.losses[key], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(s.sae_out, d.sae_out, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s.feature_acts, d.feature_acts, rtol=1e-5, atol=1e-6)
+    for name, p in dense.named_parameters():
+        torch.testing.assert_close(dict(sparse.named_parameters())[name].grad, p.grad, rtol=1e-4, atol=1e-5)

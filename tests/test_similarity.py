@@ -165,3 +165,48 @@ def test_permuters_equal_recompute(name, n, d):
     m = get_metric(name, k=5)
     perms = np.stack([rng.permutation(n) for _ in range(3)])
     assert m.permuter_batch(X, Y)(perms) == pytest.approx([m(X, Y[p]) for p in perms], rel=1e-5, abs=1e-7)
+
+
+def test_rsa_coded_null_is_an_exact_test_of_the_coded_statistic():
+    from scipy.spatial.distance import pdist
+    from scipy.stats import pearsonr, rankdata
+
+    rng = np.random.default_rng(4)
+    n = 150
+    X = rng.standard_normal((n, 12))
+    Y = X @ rng.standard_normal((12, 12)) + 3 * rng.standard_normal((n, 12))
+    coded = get_metric("rsa", quantise_above=0)
+    exact = get_metric("rsa")
+    perms = np.stack([rng.permutation(n) for _ in range(40)])
+    null_c, null_e = coded.permuter_batch(X, Y)(perms), exact.permuter_batch(X, Y)(perms)
+    obs = exact(X, Y)
+    assert coded.permuter_batch(X, Y)(np.arange(n)[None])[0] == pytest.approx(obs, abs=1e-9)
+    assert np.abs(null_c - null_e).max() < 0.1 * null_e.std()  # coding moves the statistic far less than its null SD
+    # independent formula: Pearson between A's rank vector and 256-level codes of B's rank vector
+    a = rankdata(pdist(X, "correlation"))
+    b = rankdata(pdist(Y, "correlation"))
+    codes = np.rint((b - b.min()) / (b.max() - b.min()) * 255)
+    Bq = squareform(codes)
+
+    def stat(p):
+        return pearsonr(a, squareform(Bq[np.ix_(p, p)], checks=False))[0]
+
+    t_obs = stat(np.arange(n))
+    for p, v in zip(perms, null_c):
+        assert (v >= obs) == (stat(p) >= t_obs)
+        assert v - obs == pytest.approx(stat(p) - t_obs, abs=1e-6)
+
+
+def test_average_ranks_equal_scipy_with_ties_negatives_and_near_ties():
+    from scipy.stats import rankdata
+
+    from saematch.similarity.ranks import average_ranks
+
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal(5000)
+    v = np.concatenate([base, base[:500],  # exact ties
+                        1.0 + rng.integers(0, 50, 3000) * 1e-15,  # distinct values that share truncated codes
+                        np.zeros(40), -np.zeros(3), [np.inf, -np.inf, 1e300, -1e-300]])
+    rng.shuffle(v)
+    np.testing.assert_array_equal(average_ranks(v), rankdata(v))
+    assert average_ranks(np.array([3.0]))[0] == 1.0

@@ -140,7 +140,7 @@ class MatchConfig:
     min_corr: float = 0.0  # pairs below this correlation are flagged (keep=false), not dropped
     drop_dense: bool = False  # exclude features firing on more than sae.dense_threshold
     token_filter: bool = False  # flag pairs whose top units are punctuation/special only
-    candidates_k: int = 64  # sparse Hungarian: top-K candidates per row and column
+    candidates_k: int = 16  # sparse Hungarian: top-K candidates per row and column
     dense_limit: int = 8192  # solve densely while max(F_A, F_B) <= this
     encode_batch: int = 2048
     top_contexts: int = 8  # contexts kept per feature card

@@ -8,7 +8,7 @@ Beyond ``dense_limit`` features the problem is solved on a sparse candidate
 graph (top-K positive correlations per row and column) with
 ``scipy.sparse.csgraph.min_weight_full_bipartite_matching``, plus dummy
 "unmatched" nodes of score 0 so a full matching always exists.  Optimality is
-then *certified*: Bellman-Ford potentials on the residual graph give LP duals
+then *certified*: shortest-path potentials (``duals.py``) on the residual graph give LP duals
 that are feasible and tight on the candidate graph; every positive correlation
 outside it is streamed once and checked against them.  Violations widen the
 candidate set and the problem is solved again; any remaining violation bounds
@@ -20,10 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import logging
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
-from scipy.sparse.csgraph import bellman_ford, min_weight_full_bipartite_matching
+from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+from saematch.matching.duals import duals, violations
+
+log = logging.getLogger(__name__)
 
 BASE = 2.0  # cost = BASE - weight keeps every edge cost positive (weights are correlations <= 1)
 
@@ -72,31 +78,15 @@ def _augmented(G: sp.csr_matrix) -> sp.csr_matrix:
     return (real + row_dummy + col_dummy + dd).tocsr()
 
 
-def _duals(cost: sp.csr_matrix, match_col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """LP duals (u rows, v cols), feasible (u_r + v_c <= cost) on ``cost``'s edges and tight on the matching."""
-    n = cost.shape[0]
-    coo = cost.tocoo()
-    matched = match_col[coo.row] == coo.col
-    # residual graph on nodes [source, rows 1..n, cols n+1..2n]
-    src = np.concatenate([np.zeros(n, np.int64), 1 + coo.row[~matched], 1 + n + coo.col[matched]])
-    dst = np.concatenate([1 + np.arange(n), 1 + n + coo.col[~matched], 1 + coo.row[matched]])
-    w = np.concatenate([np.full(n, 1e-12), coo.data[~matched], -coo.data[matched]])
-    g = sp.csr_matrix((w, (src, dst)), shape=(2 * n + 1, 2 * n + 1))
-    d = bellman_ford(g, directed=True, indices=0)
-    v = d[1 + n:]
-    c_match = np.asarray(cost[np.arange(n), match_col]).ravel()
-    u = c_match - v[match_col]
-    return u, v
-
-
 def hungarian_sparse(
-    G: sp.csr_matrix, positive_blocks: Callable[[], Iterator[tuple[int, sp.csr_matrix]]] | None = None,
+    G: sp.csr_matrix, corr_blocks: Callable[[], Iterator[tuple[int, np.ndarray]]] | None = None,
     candidates_k: int = 0, max_rounds: int = 4, tol: float = 1e-7,
 ) -> Assignment:
     """One-to-one matching on the candidate graph ``G`` (positive correlations), certified if possible.
 
-    ``positive_blocks`` re-streams every positive correlation as (row offset, CSR block);
-    without it no certificate is attempted and ``gap`` is NaN.
+    ``corr_blocks`` re-streams the full correlation as (row offset, dense
+    ``[rows, F_B]`` block, NaN = excluded); only its positive entries matter.
+    Without it no certificate is attempted and ``gap`` is NaN.
     """
     F_A, F_B = G.shape
     G = G.tocsr()
@@ -111,19 +101,19 @@ def hungarian_sparse(
         real = c < F_B
         r, c = r[real], c[real]
         vals = np.asarray(G[r, c]).ravel()
-        if positive_blocks is None:
+        if corr_blocks is None:
             break
-        u, v = _duals(cost, match_col)
+        uv = duals(cost, match_col)
+        if uv is None:
+            log.warning("sparse assignment: no optimality certificate (dual potentials did not settle); gap unknown")
+            break
+        u, v = uv
         add_r, add_c, add_v, delta = [], [], [], np.zeros(F_A)
-        for lo, C in positive_blocks():
-            coo = C.tocoo()
-            i, j, w = coo.row + lo, coo.col, coo.data
-            # a new real edge (i, j) costs BASE - w; its dummy mirror (F_A + j, F_B + i) costs BASE
-            viol = np.maximum(u[i] + v[j] - (BASE - w), u[F_A + j] + v[F_B + i] - BASE)
-            bad = viol > tol
-            if bad.any():
-                add_r.append(i[bad]), add_c.append(j[bad]), add_v.append(w[bad])
-                np.maximum.at(delta, i[bad], viol[bad])
+        for lo, C in corr_blocks():
+            bi, bj, worst = violations(C, lo, u, v, F_A, BASE, tol)
+            delta[lo:lo + len(C)] = worst
+            if len(bi):
+                add_r.append(bi), add_c.append(bj), add_v.append(C[bi - lo, bj].astype(np.float64))
         gap = float(delta.sum())
         if gap <= tol or rnd == max_rounds:
             break

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from saematch.config import MatchConfig
 from saematch.matching.assign import Assignment, hungarian_dense, hungarian_sparse, match_max, match_mutual
 from saematch.matching.cards import punctuation_only
-from saematch.matching.correlation import check_pair, dense_corr, positive_blocks, topk_candidates
+from saematch.matching.correlation import check_pair, dense_corr, corr_blocks, topk_candidates
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def assign(XA: sp.csr_matrix, XB: sp.csr_matrix, cfg: MatchConfig) -> Assignment
     st = check_pair(XA, XB)
     if cfg.method == "hungarian":
         G = topk_candidates(XA, XB, st, cfg.candidates_k)
-        return hungarian_sparse(G, lambda: positive_blocks(XA, XB, st), cfg.candidates_k)
+        return hungarian_sparse(G, lambda: corr_blocks(XA, XB, st), cfg.candidates_k)
     W = dense_corr(XA, XB)[0] if dense_ok else topk_candidates(XA, XB, st, 1)
     return match_max(W) if cfg.method == "max" else match_mutual(W)
 

@@ -40,8 +40,10 @@ def make_training_sae(cfg: SAEConfig, d_in: int, hook: str = "") -> Any:
 
     common: dict[str, Any] = {"d_in": d_in, "d_sae": cfg.expansion * d_in, "dtype": "float32", "device": "cpu"}
     if cfg.architecture == "topk":
+        from saematch.sae.sparse_topk import sparse_topk_class
+
         sae_cfg = sl.TopKTrainingSAEConfig(k=cfg.k, decoder_init_norm=1.0, **common)
-        cls = sl.TopKTrainingSAE
+        cls = sparse_topk_class()  # SAELens' TopK with a sparse decoder and backward (same loss and gradients)
     elif cfg.architecture == "batchtopk":
         sae_cfg = sl.BatchTopKTrainingSAEConfig(k=cfg.k, decoder_init_norm=1.0, **common)
         cls = sl.BatchTopKTrainingSAE

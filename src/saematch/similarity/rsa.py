@@ -15,9 +15,9 @@ from typing import Callable
 
 import numpy as np
 from scipy.spatial.distance import pdist, squareform
-from scipy.stats import rankdata
 
 from saematch.similarity.base import BaseMetric, check_xy, register
+from saematch.similarity.ranks import average_ranks
 
 INNER = ("correlation", "cosine", "euclidean")
 
@@ -50,19 +50,20 @@ def _standardise(v: np.ndarray) -> np.ndarray:
 
 @register("rsa")
 class RSA(BaseMetric):
-    def __init__(self, inner: str = "correlation", outer: str = "spearman"):
+    def __init__(self, inner: str = "correlation", outer: str = "spearman", quantise_above: int = 4096):
         if inner not in INNER:
             raise ValueError(f"rsa inner must be one of {list(INNER)}")
         if outer not in ("spearman", "pearson"):
             raise ValueError("rsa outer must be spearman or pearson")
         self.inner = inner
         self.outer = outer
+        self.quantise_above = quantise_above  # items beyond which the null's Mantel sums use uint8 codes
 
     def _vectors(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         X, Y = check_xy(X, Y)
         a, b = rdm(X, self.inner), rdm(Y, self.inner)
         if self.outer == "spearman":
-            a, b = rankdata(a), rankdata(b)
+            a, b = average_ranks(a), average_ranks(b)
         return _standardise(a), _standardise(b)
 
     def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:
@@ -74,13 +75,36 @@ class RSA(BaseMetric):
         return lambda perm: float(batch(perm[None])[0])
 
     def permuter_batch(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        """Scores of many pairings at once: ranks are computed once, each pairing is a Mantel sum."""
+        """Scores of many pairings at once: ranks are computed once, each pairing is a Mantel sum.
+
+        Beyond ``quantise_above`` items, Y's side is coded in 256 equal-width
+        levels (uint8) so that a row of it stays in L1 cache during the gather
+        (4x less than float32; at n = 16k a float32 row is 64 KB).  The null is
+        then the exact permutation distribution of the *coded* statistic, shifted
+        by ``score - coded score`` of the observed pairing: ``null >= score``
+        exactly when the coded statistic of a permutation reaches the observed
+        coded one, so p-values are those of an exact test.  Coding changes the
+        statistic by well under its null SD (tested).
+        """
         from saematch.similarity.mantel import upper_sums
 
         a, b = self._vectors(X, Y)
         A = squareform(a.astype(np.float32), checks=False)
-        B = squareform(b.astype(np.float32), checks=False)
-        return lambda perms: upper_sums(A, B, perms)
+        if len(A) <= self.quantise_above:
+            B = squareform(b.astype(np.float32), checks=False)
+            return lambda perms: upper_sums(A, B, perms)
+        lo, hi = b.min(), b.max()
+        codes = np.rint((b - lo) / (hi - lo if hi > lo else 1.0) * 255).astype(np.uint8)
+        norm = float(np.linalg.norm(codes - codes.mean()))
+        a_sum, c_mean = float(a.astype(np.float32).sum(dtype=np.float64)), float(codes.mean())
+        Bq = squareform(codes, checks=False)
+        del codes
+
+        def coded(perms: np.ndarray) -> np.ndarray:
+            return (upper_sums(A, Bq, perms) - c_mean * a_sum) / (norm if norm > 0 else 1.0)
+
+        shift = float(a @ b) - float(coded(np.arange(len(A))[None])[0])
+        return lambda perms: coded(perms) + shift
 
     def resampler(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
         """Bootstrap draws gather from the full dissimilarity matrices (a repeated item is at distance 0)."""
@@ -91,7 +115,7 @@ class RSA(BaseMetric):
             a = squareform(A[np.ix_(idx, idx)], checks=False)
             b = squareform(B[np.ix_(idx, idx)], checks=False)
             if self.outer == "spearman":
-                a, b = rankdata(a), rankdata(b)
+                a, b = average_ranks(a), average_ranks(b)
             return float(_standardise(a) @ _standardise(b))
 
         return score

@@ -1,0 +1,117 @@
+"""A TopK training SAE whose backward pass touches only the active latents.
+
+SAELens' ``TopKTrainingSAE`` runs the decoder and every backward product
+densely over ``[batch, d_sae]``, although only k latents per row are non-zero:
+about five dense ``batch x d_in x d_sae`` products per step.  This subclass
+computes the same loss with one, the encoder's forward (needed to pick the top
+k).  Everything else is sparse:
+
+- the decoder bias is folded into the encoder bias (``(x - b_dec) W + b =
+  x W + (b - b_dec W)``), so the input needs no gradient, and the encoder's
+  weight gradient is an index_add into the k selected columns per row;
+- decoding is ``embedding_bag`` over the k active decoder rows (forward and
+  backward touch ``batch x k`` rows);
+- the aux-k loss for dead latents uses the dead latents' columns only.
+
+The forward values, loss and gradients equal SAELens' own class (tested), and
+saving goes through SAELens unchanged, so the files are ordinary ``topk`` SAEs.
+The idea is EleutherAI sparsify's sparse decoder; the code is ours, on torch
+ops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+class _GatheredLinear(torch.autograd.Function):
+    """``(x @ W + bias).gather(1, idx)`` from a precomputed product; the backward is sparse.
+
+    x ``[B, d_in]`` (no gradient), W ``[d_in, d_sae]``, bias ``[d_sae]``, idx ``[B, k]``.
+    The weight gradient is a sparse ``G^T @ x`` with ``B * k`` non-zeros
+    (torch sparse COO; 8 ms at 1024 x 4608 x 576 on 2 cores) instead of the
+    dense product (45 ms).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, W: torch.Tensor, bias: torch.Tensor, idx: torch.Tensor,
+                pre: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, idx)
+        ctx.d_sae = W.shape[1]
+        return pre.gather(1, idx)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        x, idx = ctx.saved_tensors
+        B, k = idx.shape
+        flat = idx.reshape(-1)
+        g = grad.reshape(-1)
+        rows = torch.arange(B).repeat_interleave(k)
+        G = torch.sparse_coo_tensor(torch.stack([flat, rows]), g, (ctx.d_sae, B), check_invariants=False)
+        gW = torch.sparse.mm(G, x).t()  # [d_in, d_sae]; top-k indices are distinct within a row
+        gb = torch.zeros(ctx.d_sae, dtype=grad.dtype).index_add_(0, flat, g)
+        return None, gW, gb, None, None
+
+
+def sparse_topk_class() -> type:
+    """The class, built lazily so importing saematch does not import SAELens."""
+    from sae_lens import TopKTrainingSAE
+    from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
+
+    class SparseTopKTrainingSAE(TopKTrainingSAE):
+        def _decode(self, idx: torch.Tensor, acts: torch.Tensor, norm: torch.Tensor | None) -> torch.Tensor:
+            """``sum_k acts[:, k] * W_dec[idx[:, k]]`` (rows rescaled to unit norm when configured), no bias."""
+            w = acts / norm[idx] if norm is not None else acts
+            return F.embedding_bag(idx, self.W_dec, per_sample_weights=w, mode="sum")
+
+        def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
+            x = self.run_time_activation_norm_fn_in(self.reshape_fn_in(step_input.sae_in.to(self.dtype)))
+            norm = self.W_dec.norm(dim=-1) if self.cfg.rescale_acts_by_decoder_norm else None
+            # (x - b_dec) W_enc + b_enc, with the decoder bias folded into the encoder bias: x needs
+            # no gradient, so the backward is one product for W_enc and vector work for the biases
+            bias = self.b_enc - (self.b_dec * self.cfg.apply_b_dec_to_input) @ self.W_enc
+            with torch.no_grad():
+                pre = torch.addmm(bias, x, self.W_enc)  # [B, d_sae], the one dense product
+                hidden = pre * norm if norm is not None else pre
+                idx = hidden.topk(self.cfg.k, dim=-1, sorted=False).indices  # [B, k]
+            pre_k = _GatheredLinear.apply(x, self.W_enc, bias, idx, pre)
+            if norm is not None:
+                pre_k = pre_k * norm[idx]
+            acts = F.relu(pre_k)
+            sae_out = self._decode(idx, acts, norm) + self.b_dec
+            mse = (sae_out - step_input.sae_in.to(sae_out.dtype)).pow(2).sum(dim=-1).mean()
+            sae_in = x - self.b_dec * self.cfg.apply_b_dec_to_input
+            aux = self._aux_loss(step_input, sae_in, sae_out, norm)
+            losses = {"mse_loss": mse, "auxiliary_reconstruction_loss": aux}
+            with torch.no_grad():
+                feature_acts = torch.zeros_like(hidden).scatter_(-1, idx, acts)
+            return TrainStepOutput(sae_in=step_input.sae_in, sae_out=sae_out, feature_acts=feature_acts,
+                                   hidden_pre=hidden, loss=mse + aux, losses=losses)
+
+        def _aux_loss(self, step_input: TrainStepInput, sae_in: torch.Tensor, sae_out: torch.Tensor,
+                      norm: torch.Tensor | None) -> torch.Tensor:
+            """SAELens' aux-k loss (dead latents reconstruct the residual), on the dead columns only."""
+            mask = step_input.dead_neuron_mask
+            if mask is None or (n_dead := int(mask.sum())) == 0:
+                return sae_out.new_tensor(0.0)
+            dead = mask.nonzero().squeeze(-1)
+            k_aux = step_input.sae_in.shape[-1] // 2
+            scale = min(n_dead / k_aux, 1.0)
+            k_aux = min(k_aux, n_dead)
+            pre_dead = sae_in @ self.W_enc[:, dead] + self.b_enc[dead]
+            if norm is not None:
+                pre_dead = pre_dead * norm[dead]
+            top = pre_dead.topk(k_aux, dim=-1, sorted=False)
+            recons = self._decode(dead[top.indices], top.values, norm)
+            residual = (step_input.sae_in.to(sae_out.dtype) - sae_out).detach()
+            return self.cfg.aux_loss_coefficient * scale * (recons - residual).pow(2).sum(dim=-1).mean()
+
+    return SparseTopKTrainingSAE
+
+
+def make_sparse_topk(cfg: Any) -> Any:
+    """A ``SparseTopKTrainingSAE`` from a SAELens ``TopKTrainingSAEConfig``."""
+    return sparse_topk_class()(cfg)
