@@ -17,10 +17,9 @@ the optimality gap (``gap``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Iterator
-
-import logging
 
 import numpy as np
 import scipy.sparse as sp

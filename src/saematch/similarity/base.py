@@ -58,6 +58,14 @@ class BaseMetric:
         return f"{type(self).__name__}({params})"
 
 
+class BatchPermuted(BaseMetric):
+    """A metric whose null kernel is batched: single permutations go through ``permuter_batch`` too."""
+
+    def permuter(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
+        batch = self.permuter_batch(X, Y)
+        return lambda perm: float(batch(perm[None])[0])
+
+
 def check_xy(X: np.ndarray, Y: np.ndarray, min_n: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Validate paired data: 2-D, same number of rows, finite; returns float64 copies."""
     X = np.asarray(X, dtype=np.float64)

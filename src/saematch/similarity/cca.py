@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from saematch.similarity.base import BaseMetric, center, check_xy, register
+from saematch.similarity.base import BaseMetric, BatchPermuted, center, check_xy, register
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def canonical_correlations(Qx: np.ndarray, Qy: np.ndarray) -> np.ndarray:
 
 
 @register("svcca")
-class SVCCA(BaseMetric):
+class SVCCA(BatchPermuted):
     """Mean canonical correlation after SVD reduction to ``var`` of the variance."""
 
     def __init__(self, var: float = 0.99, n_components: int | None = None):
@@ -87,10 +87,6 @@ class SVCCA(BaseMetric):
         Qx, Qy = self._bases(X, Y)
         self.rhos_ = canonical_correlations(Qx, Qy)
         return _mean(self.rhos_)
-
-    def permuter(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
-        batch = self.permuter_batch(X, Y)
-        return lambda perm: float(batch(perm[None])[0])
 
     def permuter_batch(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """A row permutation of Y permutes the rows of its reduced basis: bases once, then per

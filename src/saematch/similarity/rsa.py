@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from scipy.spatial.distance import pdist, squareform
 
-from saematch.similarity.base import BaseMetric, check_xy, register
+from saematch.similarity.base import BatchPermuted, check_xy, register
 from saematch.similarity.ranks import average_ranks
 
 INNER = ("correlation", "cosine", "euclidean")
@@ -49,7 +49,7 @@ def _standardise(v: np.ndarray) -> np.ndarray:
 
 
 @register("rsa")
-class RSA(BaseMetric):
+class RSA(BatchPermuted):
     def __init__(self, inner: str = "correlation", outer: str = "spearman", quantise_above: int = 4096):
         if inner not in INNER:
             raise ValueError(f"rsa inner must be one of {list(INNER)}")
@@ -69,10 +69,6 @@ class RSA(BaseMetric):
     def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:
         a, b = self._vectors(X, Y)
         return float(a @ b)
-
-    def permuter(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
-        batch = self.permuter_batch(X, Y)
-        return lambda perm: float(batch(perm[None])[0])
 
     def permuter_batch(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """Scores of many pairings at once: ranks are computed once, each pairing is a Mantel sum.
