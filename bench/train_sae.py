@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from saematch.activations.store import finish_layer, open_layer, write_shard
-from saematch.config import SAEConfig
+from saematch.sae.architectures.topk import TopKSAEConfig as SAEConfig
 from saematch.sae.train import _make_trainer, make_training_sae
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from conftest import _bpe_tokenizer, _unigram_tokenizer, sotu_texts
 from saematch.corpus.align import TokenSpans, align, covering_token, filter_context, word_spans
 from saematch.corpus.build import special_prefix, tokenize
-from conftest import _bpe_tokenizer, _unigram_tokenizer, sotu_texts
 
 
 @pytest.fixture(scope="module")

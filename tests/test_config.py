@@ -1,9 +1,9 @@
 import pytest
 
+from conftest import write_config
 from saematch.config import RunConfig, load_config
 from saematch.configio import apply_override, from_dict
 from saematch.errors import ConfigError
-from conftest import write_config
 
 BASE = {"models": [{"name": "a", "layers": [1]}, {"name": "b", "layers": [2]}]}
 

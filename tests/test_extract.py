@@ -2,13 +2,13 @@
 
 import torch
 
+from conftest import write_config
 from saematch.activations import open_layer
 from saematch.adapter import load_model
 from saematch.artifacts import RunLayout
 from saematch.cli import main
 from saematch.config import load_config
 from saematch.corpus import Corpus
-from conftest import write_config
 
 
 def test_extract_writes_aligned_rows(tiny_config, tmp_path):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from saematch.config import load_config
-from saematch.pipeline import Hashes, layer_pairs, model_pairs
+from saematch.graph.plan import build_plan, layer_pairs, model_pairs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -16,8 +16,9 @@ def test_config_parses(name):
     assert len(model_pairs(cfg)) >= 1
     for a, b in model_pairs(cfg):
         assert len(layer_pairs(cfg, a, b)) == len(a.layers) * len(b.layers)
-    h = Hashes(cfg)
-    assert len({h.sae(m, layer) for m in cfg.models for layer in m.layers}) == sum(len(m.layers) for m in cfg.models)
+    plan = build_plan(cfg)
+    sae_hashes = {plan.hashes[n.id] for n in plan.stage("train")}
+    assert len(sae_hashes) == sum(len(m.layers) for m in cfg.models)
 
 
 def test_gemma_scope_ids_resolve_in_the_saelens_registry():

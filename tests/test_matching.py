@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from saematch.config import MatchConfig
 from saematch.matching.assign import hungarian_dense, hungarian_sparse, match_max, match_mutual
-from saematch.matching.correlation import dense_corr, corr_blocks, topk_candidates
+from saematch.matching.correlation import corr_blocks, dense_corr, topk_candidates
+from saematch.matching.methods.hungarian import HungarianConfig
 
 
 def topk_acts(N, F, k, rng):
@@ -104,11 +104,11 @@ def test_match_pair_flags(tmp_path):
     XA, XB, perm = planted(F=50, N=3000)
     cards = lambda m, F: pd.DataFrame({"model": m, "layer": 1, "feature": np.arange(F), "dead": False,
                                        "dense": np.arange(F) == 0, "top_words": [["."] if f < 5 else ["word"] for f in range(F)]})
-    df, info = match_pair(XA, XB, cards("a", 50), cards("b", 50), MatchConfig(min_corr=0.5, token_filter=True))
+    df, info = match_pair(XA, XB, cards("a", 50), cards("b", 50), HungarianConfig(min_corr=0.5, token_filter=True))
     assert info.n_pairs == 50 and info.solver == "dense-lsa"
     assert (df["rank"].to_numpy() == np.arange(1, 51)).all() and df["correlation"].is_monotonic_decreasing
     assert (df["keep"] == ~(df["below_min_corr"] | df["punctuation"])).all()
-    df2, info2 = match_pair(XA, XB, cards("a", 50), cards("b", 50), MatchConfig(drop_dense=True, dense_limit=10))
+    df2, info2 = match_pair(XA, XB, cards("a", 50), cards("b", 50), HungarianConfig(drop_dense=True, dense_limit=10))
     assert info2.excluded_a == 1 and info2.solver == "sparse-lapjvsp" and 0 not in df2["feature_a"].tolist()
 
 

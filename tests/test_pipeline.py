@@ -6,9 +6,9 @@ import re
 import pandas as pd
 import pytest
 
+from conftest import write_config
 from saematch.cli import main
 from saematch.matching.store import PairStore
-from conftest import write_config
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def tiny_run(tiny_dir, tmp_path_factory):
         "corpus": {"source": str(tiny_dir / "docs"), "max_tokens": 3000, "window": 64, "min_context": 2},
         "extract": {"batch_size": 4, "dtype": "float32", "shard_units": 512},
         "sae": {"expansion": 2, "k": 4, "training_tokens": 4096, "batch_size": 256, "loss_windows": 2, "lr": 0.003},
-        "matching": {"top_contexts": 4},
+        "features": {"top_contexts": 4},
         "similarity": {"n_permutations": 30, "n_bootstrap": 5, "max_units": 300, "max_pairs": 200},
     }
     path = write_config(tmp / "c.yaml", cfg)

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from saematch.activations.store import finish_layer, open_layer, write_shard
-from saematch.config import ModelSpec, SAEConfig
+from saematch.config import ModelSpec
 from saematch.errors import SaematchError
 from saematch.sae import check_fits, load_sae_dir, train_sae
+from saematch.sae.architectures.topk import TopKSAEConfig
 from saematch.sae.evaluate import lm_loss, reconstruction_stats
 
 
@@ -28,7 +29,7 @@ def planted_store(root, n=24576, d=64, n_dict=128, k_true=3, noise=0.01, seed=0,
     return open_layer(root), D
 
 
-CFG = SAEConfig(expansion=4, k=3, lr=3e-3, training_tokens=24576 * 4, batch_size=512, checkpoint_every=40,
+CFG = TopKSAEConfig(expansion=4, k=3, lr=3e-3, training_tokens=24576 * 4, batch_size=512, checkpoint_every=40,
                 eval_fraction=0.1, loss_windows=0)
 
 

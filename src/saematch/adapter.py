@@ -286,3 +286,39 @@ class ModelAdapter:
         return torch.nn.functional.cross_entropy(
             logits[:, :-1].reshape(-1, logits.shape[-1]), ids_BT[:, 1:].reshape(-1), reduction="none"
         ).reshape(ids_BT.shape[0], -1)
+
+    @torch.inference_mode()
+    def next_token_logprobs(
+        self, ids_BT: torch.Tensor, layer: Optional[int] = None,
+        add: Optional[torch.Tensor | Callable[[torch.Tensor], torch.Tensor]] = None,
+        attention_mask: Optional[torch.Tensor] = None, keep_last: int = 0,
+    ) -> torch.Tensor:
+        """Next-token log-softmax ``[B, T, V]`` (float32), optionally steered at block ``layer``.
+
+        ``add`` is added to block ``layer``'s output (``hook_resid_post``) at every
+        position: a tensor broadcastable to ``[B, T, d_model]`` (``[d]``, ``[B, 1, d]``)
+        or a callable mapping the residual ``[B, T, d]`` to the delta.  With
+        ``keep_last > 0`` only the last ``keep_last`` positions are unembedded
+        (``[B, keep_last, V]``), which saves the LM head's cost on large vocabularies.
+        """
+        hooks = {}
+        if add is not None:
+            if layer is None:
+                raise ValueError("add needs a layer")
+            self.check_layers([layer])
+
+            def hook(_mod: Any, _inp: Any, output: Any) -> Any:
+                resid = _resid(output)
+                delta = add(resid) if callable(add) else add
+                new = resid + delta.to(device=resid.device, dtype=resid.dtype)
+                return (new, *output[1:]) if isinstance(output, tuple) else new
+
+            hooks[layer] = hook
+        kwargs: dict[str, Any] = {"input_ids": ids_BT.to(self.device), "use_cache": False}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask.to(self.device)
+        if keep_last > 0:
+            kwargs["logits_to_keep"] = keep_last
+        with self._hooks(hooks):
+            logits = self.model(**kwargs).logits.float()
+        return torch.log_softmax(logits, dim=-1)

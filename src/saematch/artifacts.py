@@ -68,19 +68,29 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
 
 
 def file_record(path: str | Path, root: str | Path) -> dict[str, Any]:
-    """Manifest entry for one file: relative name, size and digest."""
+    """Manifest entry for one file: relative name, size, modification time and digest."""
     path = Path(path)
-    return {"file": str(path.relative_to(root)), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    st = path.stat()
+    return {"file": str(path.relative_to(root)), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha256": sha256_file(path)}
 
 
 def verify_record(root: str | Path, rec: dict[str, Any], digest: bool = True) -> Path:
-    """Check a manifest file entry against the disk; return its path or raise."""
+    """Check a manifest file entry against the disk; return its path or raise.
+
+    Size always; with ``digest``, the SHA-256 too, unless the file's size and
+    modification time are still those recorded when the digest was taken (as
+    make and git do): a torn or rewritten file always changes one of them, so
+    an untouched file is not re-hashed on every run.
+    """
     path = Path(root) / rec["file"]
-    if not path.is_file():
-        raise ArtifactError(f"missing artifact file: {path}")
-    if path.stat().st_size != rec["bytes"]:
-        raise ArtifactError(f"torn artifact file (size {path.stat().st_size}, expected {rec['bytes']}): {path}")
-    if digest and sha256_file(path) != rec["sha256"]:
+    try:
+        st = path.stat()
+    except OSError:
+        raise ArtifactError(f"missing artifact file: {path}") from None
+    if st.st_size != rec["bytes"]:
+        raise ArtifactError(f"torn artifact file (size {st.st_size}, expected {rec['bytes']}): {path}")
+    if digest and rec.get("mtime_ns") != st.st_mtime_ns and sha256_file(path) != rec["sha256"]:
         raise ArtifactError(f"corrupt artifact file (checksum mismatch): {path}")
     return path
 
@@ -100,20 +110,24 @@ class Stage:
 
     def is_complete(self, config_hash: str, verify: bool = True) -> bool:
         """True when the manifest exists, matches the hash, and its files are intact."""
+        return self.check(config_hash, verify) is None
+
+    def check(self, config_hash: str, verify: bool = True) -> str | None:
+        """None when complete; else why not: no manifest, another config, or a torn/altered file."""
         if not self.manifest_path.is_file():
-            return False
+            return "missing"
         try:
             man = self.manifest()
         except ArtifactError:
-            return False
+            return "torn manifest"
         if man.get("config_hash") != config_hash:
-            return False
+            return "config changed"
         try:
             for rec in man.get("files", []):
                 verify_record(self.root, rec, digest=verify)
-        except ArtifactError:
-            return False
-        return True
+        except ArtifactError as exc:
+            return str(exc).split(":")[0] + f": {rec['file']}"
+        return None
 
     def finish(self, config_hash: str, files: list[Path], **extra: Any) -> dict[str, Any]:
         """Write the manifest last, listing ``files`` with sizes and digests."""

@@ -1,7 +1,9 @@
-"""Command line: a thin ``main(argv)`` over :mod:`saematch.pipeline`.
+"""Command line: a thin ``main(argv)`` over :mod:`saematch.runs`.
 
-User errors (:class:`~saematch.errors.SaematchError`) print one line and exit 2;
-they never show a traceback.
+Each pipeline command is a target of the graph: it builds its nodes and
+whatever they need.  ``--force STAGE`` and ``--only MODEL:LAYER`` mean the
+same on every command.  User errors (:class:`~saematch.errors.SaematchError`)
+print one line and exit 2; they never show a traceback.
 """
 
 from __future__ import annotations
@@ -15,13 +17,29 @@ from saematch.errors import SaematchError
 
 log = logging.getLogger("saematch")
 
+STAGE_NAMES = ("corpus", "extract", "train", "features", "match", "compare", "report")
+TARGETS = {
+    "extract": ("extract", "write aligned residual activations for every model and layer"),
+    "train": ("train", "train (or load) an SAE per model and layer, with eval.json"),
+    "features": ("features", "sparse SAE activations and feature cards per model and layer"),
+    "match": ("match", "correlate SAE features across models and pair them"),
+    "compare": ("compare", "similarity metrics with nulls over the layer grid"),
+    "report": ("report", "heatmaps and a self-contained report.html"),
+    "run": ("report", "every stage: corpus, extract, train, features, match, compare, report (cached, resumable)"),
+}
 
-def _config_parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help)
+
+def _config_parser(sub: argparse._SubParsersAction, name: str, help: str, graph: bool = True) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help)
     p.add_argument("config", help="run config YAML (see configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set corpus.max_tokens=20000 (repeatable)")
-    p.add_argument("--force", action="store_true", help="redo this stage even if its artifacts are up to date")
+    if graph:
+        p.add_argument("--force", choices=STAGE_NAMES, metavar="STAGE",
+                       help=f"rebuild this stage's nodes and everything after them ({', '.join(STAGE_NAMES)})")
+        p.add_argument("--only", metavar="MODEL:LAYER", help="only the nodes of this model and layer, e.g. "
+                                                             "smollm2-135m:12 (one job per GPU); what they need is built")
+        p.add_argument("--wandb", action="store_true", help="log to wandb (offline unless wandb.mode=online)")
     return p
 
 
@@ -29,23 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saematch", description="Do language models of different size and family learn the same SAE features?")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    _config_parser(sub, "extract", "write aligned residual activations for every model and layer")
-    for name, text in [("train", "train (or load) an SAE per model and layer, with eval.json"),
-                       ("eval", "re-evaluate the SAEs of a run and rewrite their eval.json")]:
-        p = _config_parser(sub, name, text)
-        p.add_argument("--wandb", action="store_true", help="log to wandb (offline unless wandb.mode=online)")
-        p.add_argument("--only", metavar="MODEL:LAYER", help="just this SAE, e.g. smollm2-135m:13 (one job per GPU)")
-    for name, text in [("compare", "similarity metrics with nulls over the layer grid"),
-                       ("report", "heatmaps and a self-contained report.html")]:
-        p = _config_parser(sub, name, text)
-        p.add_argument("--wandb", action="store_true", help="log tables and images to wandb (offline by default)")
-    r = sub.add_parser("run", help="every stage: corpus, extract, train, match, compare, report (cached, resumable)")
-    r.add_argument("config")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    r.add_argument("--force", choices=["corpus", "extract", "train", "match", "compare", "report"],
-                   help="redo this stage and every stage after it")
-    r.add_argument("--wandb", action="store_true", help="log to wandb (offline by default)")
-    _config_parser(sub, "match", "correlate SAE features across models and pair them (hungarian/max/mutual)")
+    for name, (_, text) in TARGETS.items():
+        _config_parser(sub, name, text)
+    _config_parser(sub, "eval", "re-evaluate the SAEs of a run and rewrite their eval.json")
+    _config_parser(sub, "status", "every node of the run with its state (done, stale and why, missing); computes nothing",
+                   graph=False)
+    c = _config_parser(sub, "config", "print the resolved config", graph=False)
+    c.add_argument("--explain", action="store_true", help="every key with its value and its meaning")
     q = sub.add_parser("query", help="query matched pairs and feature cards of a run directory")
     q.add_argument("run_dir", help="a run directory (run_dir of the config)")
     q.add_argument("--layers", nargs=2, type=int, metavar=("LA", "LB"), help="only this layer pair")
@@ -61,45 +69,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cmd_match(args: argparse.Namespace) -> int:
-    from saematch.config import load_config
-    from saematch.pipeline import run_match
+def _cmd_target(args: argparse.Namespace) -> int:
+    from saematch.runs import run
 
-    cfg = load_config(args.config, args.overrides)
-    infos = run_match(cfg, force=args.force)
-    log.info("matched %d layer pairs; query them with: saematch query %s", len(infos), cfg.run_dir)
+    stage = TARGETS[args.command][0]
+    res = run(args.config, (stage,), force=args.force, only=args.only, overrides=args.overrides, wandb=args.wandb)
+    if not res.built:
+        log.info("%s: everything up to date (%d nodes checked)", args.command, res.checks)
+    if args.command in ("run", "report") and res.report is not None:
+        print(f"report: {res.report}")
+    if args.command == "run" and res.times:
+        print("time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in res.times.items())
+              + f" (total {sum(res.times.values()):.0f}s)")
+    if args.command in ("run", "compare") and res.headline:
+        _print_headline(res.headline)
     return 0
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from saematch.config import load_config
-    from saematch.runner import run_compare
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from saematch.graph.executor import parse_only
+    from saematch.runs import _config, executor_for
+    from saematch.sae.stage import reevaluate
 
-    summary = run_compare(load_config(args.config, args.overrides), force=args.force)
-    _print_headline(summary)
+    cfg = _config(args.config, args.overrides)
+    ex = executor_for(cfg)
+    targets = ex.targets(("train",), parse_only(args.only))
+    ex.build(targets, force=args.force, only=parse_only(args.only))
+    for nid in targets:
+        ev = reevaluate(ex.plan.nodes[nid], ex.ctx)
+        rec = "n/a" if ev.loss_recovered is None else f"{ev.loss_recovered:.3f}"
+        log.info("%s: FVU %.3f  L0 %.1f  dead %.1f%%  dense %.1f%%  loss recovered %s",
+                 nid, ev.fvu, ev.l0, 100 * ev.dead_frac, 100 * ev.dense_frac, rec)
     return 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
-    from saematch.config import load_config
-    from saematch.runner import run_report
+def _cmd_status(args: argparse.Namespace) -> int:
+    from saematch.runs import status
 
-    cfg = load_config(args.config, args.overrides)
-    path = _logged(cfg, args, "report", lambda logger: run_report(cfg, force=args.force, logger=logger))
-    print(f"report: {path}")
+    states = status(args.config, args.overrides)
+    width = max(len(s.node) for s in states)
+    for s in states:
+        print(f"{s.node:<{width}}  {s.state:<8} {s.reason}".rstrip())
+    counts = {k: sum(s.state == k for s in states) for k in ("done", "stale", "missing")}
+    print(", ".join(f"{v} {k}" for k, v in counts.items()) + f" of {len(states)} nodes")
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _cmd_config(args: argparse.Namespace) -> int:
+    import json
+
     from saematch.config import load_config
-    from saematch.runner import run_all
+    from saematch.configio import explain, to_dict
 
     cfg = load_config(args.config, args.overrides)
-    res = _logged(cfg, args, "run", lambda logger: run_all(cfg, force=args.force, logger=logger))
-    print(f"report: {res['report']}")
-    print("time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in res["times"].items())
-          + f" (total {sum(res['times'].values()):.0f}s)")
-    _print_headline(res["headline"])
+    if not args.explain:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    for key, value, doc, hashed in explain(cfg):
+        shown = "" if value == "" else json.dumps(value)
+        print(f"{key} = {shown}".rstrip(" =") + (f"    # {doc}" if doc else "") + ("" if hashed else " [not hashed]"))
     return 0
 
 
@@ -138,68 +166,11 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _logger(cfg, args: argparse.Namespace, name: str):
-    from pathlib import Path
-
-    from saematch.configio import to_dict
-    from saematch.logger import make_logger
-
-    wcfg = cfg.wandb
-    if getattr(args, "wandb", False):
-        import dataclasses
-
-        wcfg = dataclasses.replace(wcfg, enabled=True)
-    return make_logger(wcfg, Path(cfg.run_dir), name, to_dict(cfg))
-
-
-def _logged(cfg, args: argparse.Namespace, name: str, work: Callable):
-    """Run ``work(logger)`` with the run's logger, always finishing the logger."""
-    logger = _logger(cfg, args, name)
-    try:
-        return work(logger)
-    finally:
-        logger.finish()
-
-
-def _cmd_train(args: argparse.Namespace, evaluate_only: bool = False) -> int:
-    from saematch.config import load_config
-    from saematch.pipeline import run_sae
-
-    cfg = load_config(args.config, args.overrides)
-    only = None
-    if args.only:
-        key, _, layer = args.only.rpartition(":")
-        if not key or not layer.isdigit():
-            raise SaematchError(f"--only takes MODEL:LAYER, got '{args.only}'")
-        only = (key, int(layer))
-    evals = _logged(cfg, args, "eval" if evaluate_only else "train",
-                    lambda logger: run_sae(cfg, force=args.force, logger=logger, evaluate_only=evaluate_only, only=only))
-    for (model, layer), ev in evals.items():
-        rec = "n/a" if ev.loss_recovered is None else f"{ev.loss_recovered:.3f}"
-        log.info("%s L%d: FVU %.3f  L0 %.1f  dead %.1f%%  dense %.1f%%  loss recovered %s",
-                 model, layer, ev.fvu, ev.l0, 100 * ev.dead_frac, 100 * ev.dense_frac, rec)
-    return 0
-
-
-def _cmd_extract(args: argparse.Namespace) -> int:
-    from saematch.config import load_config
-    from saematch.pipeline import run_extract
-
-    cfg = load_config(args.config, args.overrides)
-    results = run_extract(cfg, force=args.force)
-    for r in results:
-        log.info("%s: %d aligned units per layer", r.model, r.n_rows)
-    return 0
-
-
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "extract": _cmd_extract,
-    "train": _cmd_train,
-    "eval": lambda a: _cmd_train(a, evaluate_only=True),
-    "match": _cmd_match,
-    "compare": _cmd_compare,
-    "report": _cmd_report,
-    "run": _cmd_run,
+    **{name: _cmd_target for name in TARGETS},
+    "eval": _cmd_eval,
+    "status": _cmd_status,
+    "config": _cmd_config,
     "query": _cmd_query,
 }
 

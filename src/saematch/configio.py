@@ -54,7 +54,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
-        return from_dict(tp, value, prefix=key + ".")
+        return from_dict(choose(tp, value, key), value, prefix=key + ".")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
@@ -84,6 +84,22 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}': unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
+def choose(cls: type, data: dict[str, Any], key: str) -> type:
+    """The registered subclass that a section's choice key names (``sae.architecture: topk``)."""
+    choice = getattr(cls, "__choice__", None)
+    if choice is None:
+        return cls
+    field_name, registry = choice
+    default = next(f.default for f in dataclasses.fields(cls) if f.name == field_name)
+    name = data.get(field_name, default)
+    if not isinstance(name, str):
+        raise ConfigError(f"config key '{key}.{field_name}': expected a name, got {name!r}")
+    try:
+        return registry.get(name)
+    except ConfigError as exc:
+        raise ConfigError(f"config key '{key}.{field_name}': {exc}") from None
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build the frozen dataclass ``cls`` from ``data``, checking keys and types."""
     if data is None:
@@ -94,8 +110,10 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        choice = getattr(cls, "__choice__", None)
+        what = f" for {choice[0]} '{getattr(cls, 'name', '?')}'" if choice else ""
         raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}' (known keys in this section: "
+            f"unknown config key '{prefix}{unknown[0]}'{what} (known keys in this section: "
             f"{', '.join(sorted(fields))})"
         )
     kwargs = {}
@@ -123,10 +141,39 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def hash_view(obj: Any) -> Any:
+    """Plain data of a config with every ``hash=False`` field left out (the one hashing rule)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: hash_view(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("hash", True)}
+    if isinstance(obj, (list, tuple)):
+        return [hash_view(v) for v in obj]
+    if isinstance(obj, (dict, types.MappingProxyType)):
+        return {k: hash_view(v) for k, v in obj.items()}
+    return obj
+
+
 def config_hash(*parts: Any) -> str:
-    """Stable short hash of config sections (and upstream hashes)."""
-    blob = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
+    """Stable short hash of config sections (their hashed fields) and upstream hashes."""
+    blob = json.dumps([hash_view(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def explain(obj: Any, prefix: str = "") -> list[tuple[str, Any, str, bool]]:
+    """Every key of a config as ``(dotted key, value, meaning, hashed)``, sections expanded."""
+    rows: list[tuple[str, Any, str, bool]] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = prefix + f.name
+        doc = f.metadata.get("doc", "")
+        if dataclasses.is_dataclass(value):
+            rows.append((key, "", doc, True))
+            rows += explain(value, key + ".")
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            for i, v in enumerate(value):
+                rows += explain(v, f"{key}.{i}.")
+        else:
+            rows.append((key, to_dict(value), doc, bool(f.metadata.get("hash", True))))
+    return rows
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:

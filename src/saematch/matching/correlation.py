@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from saematch.errors import SaematchError
-from saematch.features import FeatureStats
+from saematch.features.encode import FeatureStats
 from saematch.matching.coact import CorrRows, TopPositive
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from saematch.config import MatchConfig
-from saematch.matching.assign import Assignment, hungarian_dense, hungarian_sparse, match_max, match_mutual
-from saematch.matching.cards import punctuation_only
-from saematch.matching.correlation import check_pair, dense_corr, corr_blocks, topk_candidates
+from saematch.features.cards import punctuation_only
+from saematch.matching.assign import Assignment
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,8 @@ def _exclude(X: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:
 
 
 def assign(XA: sp.csr_matrix, XB: sp.csr_matrix, cfg: MatchConfig) -> Assignment:
-    """Pair the features of A and B with the configured method."""
-    dense_ok = max(XA.shape[1], XB.shape[1]) <= cfg.dense_limit
-    if cfg.method == "hungarian" and dense_ok:
-        return hungarian_dense(dense_corr(XA, XB)[0])
-    st = check_pair(XA, XB)
-    if cfg.method == "hungarian":
-        G = topk_candidates(XA, XB, st, cfg.candidates_k)
-        return hungarian_sparse(G, lambda: corr_blocks(XA, XB, st), cfg.candidates_k)
-    W = dense_corr(XA, XB)[0] if dense_ok else topk_candidates(XA, XB, st, 1)
-    return match_max(W) if cfg.method == "max" else match_mutual(W)
+    """Pair the features of A and B with the configured (registered) method."""
+    return cfg.assign(XA, XB)
 
 
 def match_pair(
@@ -87,3 +79,22 @@ def match_pair(
 
 def info_dict(info: MatchInfo) -> dict:
     return asdict(info)
+
+
+def build(node: Any, ctx: Any, chash: str) -> None:
+    """The match node of one layer pair: pairs.parquet, with how it was solved in the manifest."""
+    from saematch.artifacts import Stage
+    from saematch.features.encode import load_csr
+    from saematch.matching.store import write_parquet
+
+    a, la, b, lb = node.key
+    out = node.path
+    stage = Stage(out)
+    stage.invalidate()
+    fa, fb = ctx.layout.features(a, la), ctx.layout.features(b, lb)
+    df, info = match_pair(load_csr(fa), load_csr(fb), pd.read_parquet(fa / "cards.parquet"),
+                          pd.read_parquet(fb / "cards.parquet"), ctx.cfg.matching)
+    write_parquet(df, out / "pairs.parquet")
+    stage.finish(chash, [out / "pairs.parquet"], info=info_dict(info))
+    log.info("match %s L%d ~ %s L%d: %d pairs (%d kept), mean corr %.3f, solver %s, gap %.2g",
+             a, la, b, lb, info.n_pairs, info.n_kept, info.mean_corr_kept, info.solver, info.gap)

@@ -18,7 +18,8 @@ class SAEEval:
     fvu: fraction of variance unexplained, sum||x - x_hat||^2 / sum||x - mean(x)||^2.
     l0: mean number of active latents per unit.
     dead_frac: fraction of latents that never fire on the eval units.
-    dense_frac: fraction of latents firing on more than ``dense_threshold`` of units.
+    dense_frac: fraction of latents firing on more than 10% of the eval units (a fixed yardstick;
+    the features stage flags dense features at its own ``features.dense_threshold``).
     n_units: eval units used.  d_in, d_sae: SAE shape.
     loss_clean / loss_spliced / loss_zero: next-token cross-entropy of the model
     as is, with the SAE reconstruction spliced in at the layer, and with the

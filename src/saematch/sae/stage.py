@@ -1,4 +1,4 @@
-"""The SAE stage: for each (model, layer), train or load an SAE and write eval.json.
+"""The SAE node: for one (model, layer), train or load an SAE and write eval.json.
 
 Layout of ``RUN/saes/<model>/layer_LL/``: SAELens' ``cfg.json`` and
 ``sae_weights.safetensors`` (openable with ``sae_lens.SAE.load_from_disk``),
@@ -47,7 +47,7 @@ def evaluate_sae(
     sae: Any, store: LayerStore, cfg: SAEConfig, layer: int, probe: Optional[LossProbe], scale: Optional[float] = None,
 ) -> SAEEval:
     """Reconstruction quality on the held-out rows, and the LM-loss splice when ``probe`` is given."""
-    ev = reconstruction_stats(sae, store, n_train_rows(store.n_rows, cfg), store.n_rows, dense_threshold=cfg.dense_threshold)
+    ev = reconstruction_stats(sae, store, n_train_rows(store.n_rows, cfg), store.n_rows)
     extra: dict[str, Any] = {"scale": scale}
     if probe is not None:
         extra.update(probe(sae.float(), layer))
@@ -82,4 +82,38 @@ def sae_for_layer(
     (out / CKPT).unlink(missing_ok=True)
     log.info("SAE %s: FVU %.3f, L0 %.1f, dead %.1f%%, loss recovered %s", prefix.rstrip("/"), ev.fvu, ev.l0,
              100 * ev.dead_frac, "n/a" if ev.loss_recovered is None else f"{ev.loss_recovered:.3f}")
+    return ev
+
+
+def _probe(ctx: Any, spec: ModelSpec) -> Optional[LossProbe]:
+    """The model's LM-loss probe, made once per run (its clean loss is shared by the layers)."""
+
+    def make() -> Optional[LossProbe]:
+        ids = loss_batch(ctx.corpus, spec.key, ctx.cfg.sae.loss_windows)
+        return None if ids is None else LossProbe(lambda: ctx.model(spec), ids, len(ctx.corpus.prefix(spec.key)))
+
+    return ctx.memo(("loss-probe", spec.key), make)
+
+
+def build(node: Any, ctx: Any, chash: str) -> None:
+    """Train (or load) and evaluate the SAE of node ``train:MODEL:LAYER``."""
+    key, layer = node.key
+    spec = ctx.spec(key)
+    if ctx.cfg.sae.threads:
+        torch.set_num_threads(ctx.cfg.sae.threads)
+    sae_for_layer(spec, layer, ctx.store(key, layer), ctx.cfg.sae, node.path, chash, _probe(ctx, spec), ctx.logger)
+
+
+def reevaluate(node: Any, ctx: Any) -> SAEEval:
+    """Rewrite the eval.json of a built SAE node (its weights and config hash are kept)."""
+    from saematch.artifacts import Stage
+
+    key, layer = node.key
+    stage = Stage(node.path)
+    man = stage.manifest()
+    ev = evaluate_sae(load_sae_dir(node.path), ctx.store(key, layer), ctx.cfg.sae, layer, _probe(ctx, ctx.spec(key)),
+                      man.get("scale"))
+    write_json(node.path / "eval.json", ev.to_dict())
+    stage.finish(man["config_hash"], [node.path / "cfg.json", node.path / "sae_weights.safetensors", node.path / "eval.json"],
+                 **{k: v for k, v in man.items() if k not in {"config_hash", "files"}})
     return ev

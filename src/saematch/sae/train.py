@@ -35,26 +35,11 @@ CKPT = "checkpoint.safetensors"
 
 
 def make_training_sae(cfg: SAEConfig, d_in: int, hook: str = "") -> Any:
-    """A fresh SAELens training SAE of the configured architecture."""
-    import sae_lens as sl
-
+    """A fresh SAELens training SAE of the configured (registered) architecture."""
     common: dict[str, Any] = {"d_in": d_in, "d_sae": cfg.expansion * d_in, "dtype": "float32", "device": "cpu"}
-    if cfg.architecture == "topk":
-        from saematch.sae.sparse_topk import sparse_topk_class
-
-        sae_cfg = sl.TopKTrainingSAEConfig(k=cfg.k, decoder_init_norm=1.0, **common)
-        cls = sparse_topk_class()  # SAELens' TopK with a sparse decoder and backward (same loss and gradients)
-    elif cfg.architecture == "batchtopk":
-        sae_cfg = sl.BatchTopKTrainingSAEConfig(k=cfg.k, decoder_init_norm=1.0, **common)
-        cls = sl.BatchTopKTrainingSAE
-    elif cfg.architecture == "jumprelu":
-        sae_cfg = sl.JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l0_coefficient, **common)
-        cls = sl.JumpReLUTrainingSAE
-    else:
-        sae_cfg = sl.StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common)
-        cls = sl.StandardTrainingSAE
-    sae_cfg.metadata.hook_name = hook
-    return cls(sae_cfg)
+    sae = cfg.training_sae(common)
+    sae.cfg.metadata.hook_name = hook
+    return sae
 
 
 def activation_stats(store: LayerStore, stop: int, batch: int = 4096) -> tuple[float, torch.Tensor]:

@@ -1,30 +1,51 @@
 """The metric interface and registry.
 
-Every metric is an object with hyperparameters set in ``__init__`` and
-``__call__(X[n, d1], Y[n, d2]) -> float``; rows of X and Y are the same items
+Every metric is an object with hyperparameters set in ``__init__`` and a pure
+``__call__(X[n, d1], Y[n, d2]) -> MetricResult`` (score plus diagnostics, the
+metric object unchanged); rows of X and Y are the same items
 (matched feature pairs, or aligned units).  ``permuter(X, Y)`` returns a
 function ``perm -> score of (X, Y[perm])`` that reuses whatever does not depend
 on the pairing (ranks, bases, Gram matrices), which is what makes permutation
 nulls fast.  ``resampler(X, Y)`` likewise returns ``idx -> score of (X[idx], Y[idx])``
 for bootstraps over items.  Registered names are stable: results and reports key on them.
+
+Metrics register with ``@register("name")`` in any module of this package
+(:data:`saematch.registry.METRICS` imports them all when first read); a
+metric's hyperparameters come only from ``similarity.metric_params.<name>`` and
+must be arguments of its ``__init__``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable, Protocol
+from typing import Any, Callable, Mapping, NamedTuple, Protocol
 
 import numpy as np
 
-from saematch.errors import SaematchError
+from saematch.errors import ConfigError, SaematchError
+from saematch.registry import METRICS
 
 log = logging.getLogger(__name__)
+
+
+class MetricResult(NamedTuple):
+    """One metric value.
+
+    score: the metric on the full data; diagnostics: what it measured on the way
+    (kept dimensions, a degeneracy flag, a held-out cosine ...), metric-specific.
+    """
+
+    score: float
+    diagnostics: Mapping[str, Any]
+
+    def __float__(self) -> float:
+        return float(self.score)
 
 
 class Metric(Protocol):
     name: str
 
-    def __call__(self, X: np.ndarray, Y: np.ndarray) -> float: ...
+    def __call__(self, X: np.ndarray, Y: np.ndarray) -> MetricResult: ...
 
     def permuter(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]: ...
 
@@ -37,12 +58,20 @@ class BaseMetric:
     name = "base"
     higher_is_similar = True
 
-    def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:  # pragma: no cover - abstract
+    def compute(self, X: np.ndarray, Y: np.ndarray) -> float | MetricResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def __call__(self, X: np.ndarray, Y: np.ndarray) -> MetricResult:
+        """The score and diagnostics; pure (nothing is stored on the metric)."""
+        out = self.compute(X, Y)
+        return out if isinstance(out, MetricResult) else MetricResult(float(out), {})
+
+    def score(self, X: np.ndarray, Y: np.ndarray) -> float:
+        return float(self.compute(X, Y))
 
     def permuter(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
         X, Y = check_xy(X, Y)
-        return lambda perm: self(X, Y[perm])
+        return lambda perm: self.score(X, Y[perm])
 
     def permuter_batch(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """``perms[m, n] -> scores[m]``; metrics with a batched kernel override this."""
@@ -51,7 +80,7 @@ class BaseMetric:
 
     def resampler(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
         X, Y = check_xy(X, Y)
-        return lambda idx: self(X[idx], Y[idx])
+        return lambda idx: self.score(X[idx], Y[idx])
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
@@ -85,38 +114,21 @@ def center(X: np.ndarray) -> np.ndarray:
     return X - X.mean(axis=0, keepdims=True)
 
 
-REGISTRY: dict[str, Callable[..., BaseMetric]] = {}
-
-
-def register(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        cls.name = name
-        REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def _load_registry() -> None:
-    """Import the metric modules; their @register decorators fill REGISTRY (lazily, not at import)."""
-    import importlib
-
-    for mod in ("cca", "cka", "knn", "maps", "rsa"):
-        importlib.import_module(f"saematch.similarity.{mod}")
+register = METRICS.register
 
 
 def get_metric(name: str, **params: object) -> BaseMetric:
-    """A metric by its registered name, with hyperparameters."""
-    _load_registry()
-    if name not in REGISTRY:
-        raise SaematchError(f"unknown similarity metric '{name}' (known: {', '.join(sorted(REGISTRY))})")
-    cls = REGISTRY[name]
+    """A metric by its registered name, with its own hyperparameters (an unknown one is an error)."""
     import inspect
 
+    cls = METRICS.get(name)
     accepted = set(inspect.signature(cls).parameters)
-    return cls(**{k: v for k, v in params.items() if k in accepted})
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise ConfigError(f"similarity metric '{name}' has no parameter '{unknown[0]}' "
+                          f"(its parameters: {', '.join(sorted(accepted)) or 'none'})")
+    return cls(**params)
 
 
 def metric_names() -> list[str]:
-    _load_registry()
-    return sorted(REGISTRY)
+    return METRICS.names()

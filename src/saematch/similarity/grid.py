@@ -17,9 +17,9 @@ log = logging.getLogger(__name__)
 BOOTSTRAP_METRICS = ("svcca", "rsa")
 
 
-def metric_params(cfg: SimilarityConfig) -> dict:
-    return {"var": cfg.svcca_var, "inner": cfg.rsa_inner, "outer": cfg.rsa_outer, "k": cfg.mknn_k,
-            "alpha": cfg.ridge_alpha, "seed": cfg.seed}
+def metric_params(cfg: SimilarityConfig, name: str) -> dict:
+    """The metric's own hyperparameters: ``similarity.metric_params.<name>`` and nothing else."""
+    return dict(cfg.metric_params.get(name, {}))
 
 
 def score_space(X: np.ndarray, Y: np.ndarray, names: tuple[str, ...], cfg: SimilarityConfig, space: str,
@@ -27,15 +27,18 @@ def score_space(X: np.ndarray, Y: np.ndarray, names: tuple[str, ...], cfg: Simil
     """Every metric in ``names`` on paired rows X[n, d1], Y[n, d2], with nulls (and CIs) where configured."""
     rows = []
     for name in names:
-        m = get_metric(name, **metric_params(cfg))
+        m = get_metric(name, **metric_params(cfg, name))
         n_perm = cfg.n_permutations if name in cfg.null_metrics else 0
         n_boot = cfg.n_bootstrap if bootstrap and name in BOOTSTRAP_METRICS else 0
         r = score_with_null(m, X, Y, n_perm, n_boot, cfg.seed)
-        if getattr(m, "small_n_", False):
-            (log.debug if space == "concept" else log.warning)("%s (%s): %d items for %s/%s kept dims; near 1 by construction, compare with its null",
-                        name, space, X.shape[0], m.k_x_, m.k_y_)
-        rows.append({"space": space, "metric": name, "n_items": int(X.shape[0]), **r._asdict(),
-                     "k_x": getattr(m, "k_x_", None), "k_y": getattr(m, "k_y_", None),
+        row = r._asdict()
+        diag = row.pop("diagnostics")
+        if diag.get("degenerate"):
+            (log.debug if space == "concept" else log.warning)(
+                "%s (%s): %d items for %s/%s kept dims; degenerate (pulled towards 1 by construction)",
+                name, space, X.shape[0], diag.get("k_x"), diag.get("k_y"))
+        rows.append({"space": space, "metric": name, "n_items": int(X.shape[0]), **row,
+                     "k_x": diag.get("k_x"), "k_y": diag.get("k_y"), "degenerate": diag.get("degenerate"),
                      "higher_is_similar": m.higher_is_similar})
     return rows
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import copy
-from typing import NamedTuple
+import types
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -15,7 +15,10 @@ class Scored(NamedTuple):
 
     p_value = (1 + #{null at least as similar as observed}) / (1 + n_permutations);
     z = (score - null_mean) / null_sd (sign flipped for distances, so larger is
-    always "more similar than chance").  NaN where not computed.
+    always "more similar than chance").  NaN where not computed.  This null
+    shuffles the pairing: it tests against *no pairing at all*, not against a
+    random network (see ``saematch.calibration`` for floors and ceilings).
+    diagnostics: the metric's own, from the full-data score.
     """
 
     score: float
@@ -26,6 +29,7 @@ class Scored(NamedTuple):
     n_permutations: int
     ci_low: float
     ci_high: float
+    diagnostics: Mapping[str, Any] = types.MappingProxyType({})
 
 
 def permutation_null(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n: int, seed: int = 0,
@@ -45,7 +49,6 @@ def bootstrap(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n: int, seed: in
     if n <= 0:
         return float("nan"), float("nan")
     X, Y = check_xy(X, Y)
-    metric = copy.copy(metric)  # keep the caller's fitted attributes (k_x_, ...) from the full-data score
     rng = np.random.default_rng([seed, 1])
     m = X.shape[0]
     fn = metric.resampler(X, Y)
@@ -55,7 +58,8 @@ def bootstrap(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n: int, seed: in
 
 
 def score_with_null(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n_perm: int, n_boot: int = 0, seed: int = 0) -> Scored:
-    obs = float(metric(X, Y))
+    res = metric(X, Y)
+    obs = float(res.score)
     if n_perm > 0:
         null = permutation_null(metric, X, Y, n_perm, seed)
         sign = 1.0 if metric.higher_is_similar else -1.0
@@ -65,4 +69,4 @@ def score_with_null(metric: BaseMetric, X: np.ndarray, Y: np.ndarray, n_perm: in
     else:
         p = mu = sd = z = float("nan")
     lo, hi = bootstrap(metric, X, Y, n_boot, seed)
-    return Scored(obs, p, mu, sd, z, n_perm, lo, hi)
+    return Scored(obs, p, mu, sd, z, n_perm, lo, hi, dict(res.diagnostics))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from saematch.features import FeatureStats, top_units
+from saematch.features.encode import FeatureStats, top_units
 
 _ALNUM = re.compile(r"\w", re.UNICODE)
 

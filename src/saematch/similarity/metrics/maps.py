@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from saematch.similarity.base import BaseMetric, check_xy, register
+from saematch.similarity.base import BaseMetric, MetricResult, check_xy, register
 
 
 def _normalise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -53,7 +53,7 @@ class Procrustes(BaseMetric):
 
     higher_is_similar = False
 
-    def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:
+    def compute(self, X: np.ndarray, Y: np.ndarray) -> float:
         m = ProcrustesMap().fit(X, Y)
         return float(np.sqrt(max(2.0 - 2.0 * m.nuclear_, 0.0)))
 
@@ -97,18 +97,17 @@ class RidgeMap:
 
 @register("linear-r2")
 class LinearR2(BaseMetric):
-    """Held-out R^2 of ridge A -> B on a seeded 80/20 split of the items; ``cosine_`` after a call."""
+    """Held-out R^2 of ridge A -> B on a seeded 80/20 split of the items; the mean cosine in the diagnostics."""
 
     def __init__(self, alpha: float = 1.0, test_fraction: float = 0.2, seed: int = 0):
         self.alpha = alpha
         self.test_fraction = test_fraction
         self.seed = seed
 
-    def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:
+    def compute(self, X: np.ndarray, Y: np.ndarray) -> float:
         X, Y = check_xy(X, Y, min_n=5)
         idx = np.random.default_rng(self.seed).permutation(X.shape[0])
         n_test = max(1, int(round(self.test_fraction * X.shape[0])))
         te, tr = idx[:n_test], idx[n_test:]
         m = RidgeMap(self.alpha).fit(X[tr], Y[tr])
-        self.cosine_ = m.cosine(X[te], Y[te])
-        return m.score(X[te], Y[te])
+        return MetricResult(m.score(X[te], Y[te]), {"cosine": m.cosine(X[te], Y[te])})

@@ -66,7 +66,7 @@ class RSA(BatchPermuted):
             a, b = average_ranks(a), average_ranks(b)
         return _standardise(a), _standardise(b)
 
-    def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:
+    def compute(self, X: np.ndarray, Y: np.ndarray) -> float:
         a, b = self._vectors(X, Y)
         return float(a @ b)
 

@@ -2,7 +2,10 @@
 
 SVCCA (Raghu et al. 2017): centre, keep the top singular directions of each
 side that explain ``var`` of its variance, then CCA; the score is the mean
-canonical correlation.  The kept counts are recorded (``k_x_``, ``k_y_``).
+canonical correlation.  The result's diagnostics hold the kept counts (``k_x``,
+``k_y``) and ``degenerate``: fewer than ``min_items_per_dim`` items per kept
+dimension, where CCA is pulled towards 1 by construction (0.96 at n = 1k,
+d = 2-3k) whatever the data.
 The seed paper's code effectively keeps one component because its variance
 test never passes; ``svcca-k1`` reproduces that, for comparison only.
 """
@@ -14,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from saematch.similarity.base import BaseMetric, BatchPermuted, center, check_xy, register
+from saematch.similarity.base import BaseMetric, BatchPermuted, MetricResult, center, check_xy, register
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +74,23 @@ def canonical_correlations(Qx: np.ndarray, Qy: np.ndarray) -> np.ndarray:
 class SVCCA(BatchPermuted):
     """Mean canonical correlation after SVD reduction to ``var`` of the variance."""
 
-    def __init__(self, var: float = 0.99, n_components: int | None = None):
+    def __init__(self, var: float = 0.99, n_components: int | None = None, min_items_per_dim: float = 10.0):
         self.var = var
         self.n_components = n_components  # fixed count instead of the variance rule (svcca-k1 uses 1)
+        self.min_items_per_dim = min_items_per_dim
 
     def _bases(self, X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         X, Y = check_xy(X, Y)
         Qx = unit_columns(svd_reduce(X, self.var, self.n_components))
         Qy = unit_columns(svd_reduce(Y, self.var, self.n_components))
-        self.k_x_, self.k_y_ = Qx.shape[1], Qy.shape[1]
-        self.small_n_ = X.shape[0] <= 2 * max(self.k_x_, self.k_y_)  # CCA is near 1 by construction then
         return Qx, Qy
 
-    def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:
+    def compute(self, X: np.ndarray, Y: np.ndarray) -> MetricResult:
         Qx, Qy = self._bases(X, Y)
-        self.rhos_ = canonical_correlations(Qx, Qy)
-        return _mean(self.rhos_)
+        rhos = canonical_correlations(Qx, Qy)
+        k = max(Qx.shape[1], Qy.shape[1])
+        return MetricResult(_mean(rhos), {"k_x": Qx.shape[1], "k_y": Qy.shape[1],
+                                          "degenerate": bool(X.shape[0] < self.min_items_per_dim * k)})
 
     def permuter_batch(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """A row permutation of Y permutes the rows of its reduced basis: bases once, then per
@@ -128,7 +132,7 @@ class PWCCA(BaseMetric):
     def __init__(self, var: float = 0.99):
         self.var = var
 
-    def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:
+    def compute(self, X: np.ndarray, Y: np.ndarray) -> float:
         X, Y = check_xy(X, Y)
         Xr, Yr = svd_reduce(X, self.var), svd_reduce(Y, self.var)
         Qx, Qy = orth_basis(Xr), orth_basis(Yr)

@@ -22,7 +22,7 @@ def _gram(X: np.ndarray) -> np.ndarray:
 class LinearCKA(BaseMetric):
     """||X^T Y||_F^2 / (||X^T X||_F ||Y^T Y||_F) on centred data; invariant to rotation and scale."""
 
-    def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:
+    def compute(self, X: np.ndarray, Y: np.ndarray) -> float:
         X, Y = check_xy(X, Y)
         Xc, Yc = center(X), center(Y)
         num = np.linalg.norm(Xc.T @ Yc) ** 2
@@ -68,7 +68,7 @@ class UnbiasedLinearCKA(BaseMetric):
         den = np.sqrt(max(_hsic_u(*pk, *pk, n), 0) * max(_hsic_u(*pl, *pl, n), 0))
         return pk, pl, n, den
 
-    def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:
+    def compute(self, X: np.ndarray, Y: np.ndarray) -> float:
         pk, pl, n, den = self._parts(X, Y)
         return float(_hsic_u(*pk, *pl, n) / den) if den > 0 else 0.0
 

@@ -5,16 +5,18 @@ Layout of ``RUN/features/<model>/layer_LL/``::
     acts.safetensors   indptr [N+1] int64, indices [nnz] int32, values [nnz] float32 (CSR)
     manifest.json      config hash, n_units, d_sae, nnz (written last)
 
-Encoding streams the activation store in batches; only the sparse result (at
-most ``max_active`` latents per unit) is kept, never a dense [units x features]
-matrix.
+Encoding streams the activation store in batches; only the sparse result is
+kept, never a dense [units x features] matrix.  Every positive activation is
+kept, so storage grows with the SAE's true L0; a cap (``max_active``) is a
+choice of the user's, and the number of units it cut is returned, logged and
+recorded in the manifest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,29 +29,45 @@ from saematch.artifacts import Stage, atomic_path, verify_record
 from saematch.errors import ArtifactError
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """X: CSR ``[n_units, d_sae]`` of latent activations; max_l0: the most active latents on one unit;
+    n_truncated: units that had more than ``max_active`` active latents and were cut to the largest."""
+
+    X: sp.csr_matrix
+    max_l0: int
+    n_truncated: int
+
+
 @torch.no_grad()
-def encode_sparse(sae: Any, store: LayerStore, batch: int = 2048, max_active: int = 64) -> sp.csr_matrix:
-    """CSR ``[n_units, d_sae]`` of the SAE's latent activations over the whole store."""
+def encode_sparse(sae: Any, store: LayerStore, batch: int = 2048, max_active: Optional[int] = None) -> Encoded:
+    """Every positive latent activation of the SAE over the whole store (the largest ``max_active`` if set)."""
     d_sae = int(sae.cfg.d_sae)
-    kk = min(max_active, d_sae)
     indptr = [np.zeros(1, np.int64)]
     indices, values = [], []
-    total = 0
+    total, max_l0, cut = 0, 0, 0
     bar = tqdm(total=store.n_rows, desc=f"encode {store.root.parent.name}/{store.root.name}", unit="unit", disable=None)
     for x in store.iter_rows(0, store.n_rows, batch):
         f = sae.encode(x.to(sae.W_enc.dtype)).float()
-        vals, idx = torch.topk(f, kk, dim=1)
-        keep = vals > 0
-        counts = keep.sum(1).numpy()
-        indices.append(idx[keep].numpy().astype(np.int32))
-        values.append(vals[keep].numpy().astype(np.float32))
-        indptr.append(total + np.cumsum(counts))
+        counts = (f > 0).sum(1)
+        max_l0 = max(max_l0, int(counts.max()) if len(counts) else 0)
+        if max_active is not None and len(counts) and int(counts.max()) > max_active:
+            cut += int((counts > max_active).sum())
+            vals, idx = torch.topk(f, min(max_active, d_sae), dim=1)
+            keep = vals > 0
+            counts = keep.sum(1)
+            idx, vals = idx[keep], vals[keep]
+        else:
+            rows, idx = torch.nonzero(f > 0, as_tuple=True)
+            vals = f[rows, idx]
+        indices.append(idx.numpy().astype(np.int32))
+        values.append(vals.numpy().astype(np.float32))
+        indptr.append(total + np.cumsum(counts.numpy()))
         total += int(counts.sum())
         bar.update(len(x))
     bar.close()
-    return sp.csr_matrix(
-        (np.concatenate(values), np.concatenate(indices), np.concatenate(indptr)), shape=(store.n_rows, d_sae)
-    )
+    X = sp.csr_matrix((np.concatenate(values), np.concatenate(indices), np.concatenate(indptr)), shape=(store.n_rows, d_sae))
+    return Encoded(X, max_l0, cut)
 
 
 def save_csr(root: Path, X: sp.csr_matrix) -> Path:

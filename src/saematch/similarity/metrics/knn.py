@@ -39,7 +39,7 @@ class MutualKNN(BaseMetric):
         MX[np.arange(n)[:, None], knn_indices(X, self.k)] = True
         return MX, knn_indices(Y, self.k), n
 
-    def __call__(self, X: np.ndarray, Y: np.ndarray) -> float:
+    def compute(self, X: np.ndarray, Y: np.ndarray) -> float:
         MX, NY, n = self._prep(X, Y)
         return float(MX[np.arange(n)[:, None], NY].sum() / (n * self.k))
 

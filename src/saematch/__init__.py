@@ -1,0 +1,25 @@
+"""saematch: do language models of different size and family learn the same SAE features?
+
+The public API (nothing heavy is imported until used)::
+
+    cfg = saematch.load_config("configs/demo.yaml")
+    saematch.run(cfg)                         # every stale node of the pipeline graph
+    store = saematch.RunStore(cfg.run_dir)    # pairs, features, scores, best layers as DataFrames
+    saematch.get_metric("cka-linear")(X, Y)   # any registered metric
+"""
+
+from typing import Any
+
+__version__ = "0.2.0"
+__all__ = ["RunStore", "__version__", "get_metric", "load_config", "run", "status"]
+
+_LAZY = {"load_config": "saematch.config", "run": "saematch.runs", "status": "saematch.runs",
+         "get_metric": "saematch.similarity.base", "RunStore": "saematch.runstore"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'saematch' has no attribute {name!r}")

@@ -1,0 +1,40 @@
+"""The extract node of one model: every configured layer's activations in one pass."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from saematch.errors import SaematchError
+
+log = logging.getLogger(__name__)
+
+
+def preflight(node: Any, ctx: Any) -> None:
+    """Fail before any artifact is touched when a layer is out of the model's range."""
+    spec = ctx.spec(node.key[0])
+    n = ctx.n_layers(spec)
+    bad = [la for la in spec.layers if la >= n]
+    if bad:
+        raise SaematchError(f"layer {bad[0]} is out of range for model '{spec.name}', which has {n} blocks "
+                            f"(valid layers: 0..{n - 1})")
+
+
+def build(node: Any, ctx: Any, chash: str) -> None:
+    import torch
+
+    from saematch.activations.extract import DistInfo, extract_model
+
+    cfg = ctx.cfg
+    spec = ctx.spec(node.key[0])
+    if cfg.extract.threads:
+        torch.set_num_threads(cfg.extract.threads)
+    dist = DistInfo.from_env()
+    device = cfg.extract.device
+    if device == "cuda" and dist.world > 1:
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    ctx.forget_stores(spec.key)
+    res = extract_model(ctx.corpus, spec, lambda: ctx.model(spec, device), cfg.extract, ctx.layout, chash, dist)
+    log.info("extract %s: %d rows, %d shards written, %d reused", spec.key, res.n_rows, res.shards_written,
+             res.shards_skipped)

@@ -1,0 +1,56 @@
+"""The ``calibration`` config section: held-out matching, universality and calibrated readouts.
+
+Fields carry their documentation in ``metadata["doc"]`` (and ``metadata["hash"]``),
+as ``saematch.config.opt`` writes them; this module does not import ``saematch.config``
+so that the config module can import it without a cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from saematch.errors import ConfigError
+
+
+def _opt(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc, "hash": True})
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Floors, ceilings, held-out correlations and per-feature universality."""
+
+    heldout_frac: float = _opt(0.5, "share of the units (whole documents) used to pair features; the rest "
+                                    "score the pairs (held-out correlations)")
+    universal_floor_pct: float = _opt(99.0, "a universal pair's held-out correlation beats this percentile "
+                                            "of the floor control's")
+    universal_twin_frac: float = _opt(0.5, "... and reaches this fraction of its features' seed-twin correlation")
+    twin_reference: Literal["min", "geomean", "mean"] = _opt(
+        "min", "how the two features' twin correlations combine: min (lenient), geomean (attenuation bound), mean")
+    n_bootstrap: int = _opt(100, "bootstrap replicates for every CI and SE")
+    ci_level: float = _opt(0.95, "two-sided level of the percentile bootstrap CIs")
+    uninformative_se: float = _opt(3.0, "a readout is uninformative unless its ceiling exceeds its floor by "
+                                        "this many bootstrap SEs")
+    min_items_per_dim: int = _opt(10, "SVCCA is degenerate below this many items per kept dimension")
+    svcca_var: float = _opt(0.99, "SVCCA keeps the components up to this share of the variance (then caps them)")
+    svcca_max_units: int = _opt(20000, "SVCCA on units: seeded subsample of the test units beyond this")
+    seed: int = _opt(0, "seed of the unit split, the bootstraps and the subsamples")
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.heldout_frac < 1.0, "calibration.heldout_frac must be in (0, 1)")
+        _check(0.0 < self.universal_floor_pct < 100.0, "calibration.universal_floor_pct must be in (0, 100)")
+        _check(0.0 <= self.universal_twin_frac <= 1.0, "calibration.universal_twin_frac must be in [0, 1]")
+        _check(self.twin_reference in ("min", "geomean", "mean"),
+               "calibration.twin_reference must be 'min', 'geomean' or 'mean'")
+        _check(self.n_bootstrap >= 2, "calibration.n_bootstrap must be >= 2 (an SE needs two replicates)")
+        _check(0.0 < self.ci_level < 1.0, "calibration.ci_level must be in (0, 1)")
+        _check(self.uninformative_se >= 0.0, "calibration.uninformative_se must be >= 0")
+        _check(self.min_items_per_dim >= 1, "calibration.min_items_per_dim must be >= 1")
+        _check(0.0 < self.svcca_var <= 1.0, "calibration.svcca_var must be in (0, 1]")
+        _check(self.svcca_max_units >= 3, "calibration.svcca_max_units must be >= 3")
