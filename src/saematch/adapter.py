@@ -165,6 +165,25 @@ def load_model(
     return ModelAdapter(model, name=name, device=device)
 
 
+def load_random_init(
+    name: str, cache: Path, seed: int = 0, dtype: str = "auto", device: str = "cpu",
+    trust_remote_code: bool = False, revision: Optional[str] = None,
+) -> "ModelAdapter":
+    """The architecture of ``name`` with random weights: built from its config alone with a fixed
+    seed (no weights are read or downloaded), the floor control of a run."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    src = resolve(name, cache)
+    try:
+        cfg = AutoConfig.from_pretrained(src, trust_remote_code=trust_remote_code, revision=revision)
+    except Exception as exc:
+        raise SaematchError(_unknown_model_message(name, exc)) from None
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, trust_remote_code=trust_remote_code, dtype=pick_dtype(dtype, device))
+    model.to(device).eval()
+    return ModelAdapter(model, name=f"{name} (random init, seed {seed})", device=device)
+
+
 class _StopForward(Exception):
     """Raised by a hook to end the forward pass after the deepest needed layer."""
 

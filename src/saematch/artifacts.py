@@ -175,7 +175,11 @@ class RunLayout:
         return self.root / "features" / model / f"layer_{layer:02d}"
 
     def pairs(self, model_a: str, layer_a: int, model_b: str, layer_b: int) -> Path:
-        return self.root / "pairs" / f"{model_a}_L{layer_a:02d}__{model_b}_L{layer_b:02d}"
+        """Pairs of two configured models under ``pairs/``; of a control (``MODEL@...``) under ``controls/pairs/``."""
+        name = f"{model_a}_L{layer_a:02d}__{model_b}_L{layer_b:02d}"
+        if "@" in model_a or "@" in model_b:
+            return self.root / "controls" / "pairs" / name
+        return self.root / "pairs" / name
 
     def pairs_root(self) -> Path:
         return self.root / "pairs"

@@ -17,15 +17,18 @@ from saematch.errors import SaematchError
 
 log = logging.getLogger("saematch")
 
-STAGE_NAMES = ("corpus", "extract", "train", "features", "match", "compare", "report")
+STAGE_NAMES = ("corpus", "extract", "train", "features", "match", "compare", "calibrate", "transfer", "crosscoder", "report")
 TARGETS = {
     "extract": ("extract", "write aligned residual activations for every model and layer"),
     "train": ("train", "train (or load) an SAE per model and layer, with eval.json"),
     "features": ("features", "sparse SAE activations and feature cards per model and layer"),
     "match": ("match", "correlate SAE features across models and pair them"),
-    "compare": ("compare", "similarity metrics with nulls over the layer grid"),
+    "compare": ("compare", "similarity metrics with permutation nulls over the layer grid"),
+    "calibrate": ("calibrate", "every readout between its floor (random-init, shuffle) and ceiling (seed twin)"),
+    "transfer": ("transfer", "maps, SAE, steering and probe transfer across models (transfer.enabled)"),
+    "crosscoder": ("crosscoder", "a crosscoder per A layer and its best B layer (crosscoder.enabled)"),
     "report": ("report", "heatmaps and a self-contained report.html"),
-    "run": ("report", "every stage: corpus, extract, train, features, match, compare, report (cached, resumable)"),
+    "run": ("report", "every stage: corpus, extract, train, features, match, compare, calibrate, report (cached, resumable)"),
 }
 
 
@@ -54,12 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
                    graph=False)
     c = _config_parser(sub, "config", "print the resolved config", graph=False)
     c.add_argument("--explain", action="store_true", help="every key with its value and its meaning")
+    sv = sub.add_parser("serve", help="open the run's pair browser locally (Python's http.server)")
+    sv.add_argument("run_dir", help="a run directory (run_dir of the config)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--open", action="store_true", help="open it in the default web browser")
     q = sub.add_parser("query", help="query matched pairs and feature cards of a run directory")
     q.add_argument("run_dir", help="a run directory (run_dir of the config)")
     q.add_argument("--layers", nargs=2, type=int, metavar=("LA", "LB"), help="only this layer pair")
     q.add_argument("--min-corr", type=float, default=-1.0, help="only pairs at or above this correlation")
     q.add_argument("--limit", type=int, default=10)
     q.add_argument("--all", action="store_true", help="include pairs flagged by the filters")
+    q.add_argument("--universal", action="store_true", help="only universal pairs (held-out correlation above the floor's "
+                                                              "99th percentile and near the seed-twin ceiling)")
     q.add_argument("--partner", nargs=3, metavar=("MODEL", "LAYER", "FEATURE"), help="a feature's partners and cards")
     q.add_argument("--card", nargs=3, metavar=("MODEL", "LAYER", "FEATURE"), help="one feature's card")
     q.add_argument("--search", metavar="WORD", help="features whose top contexts contain WORD")
@@ -81,9 +90,22 @@ def _cmd_target(args: argparse.Namespace) -> int:
     if args.command == "run" and res.times:
         print("time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in res.times.items())
               + f" (total {sum(res.times.values()):.0f}s)")
-    if args.command in ("run", "compare") and res.headline:
+    if args.command in ("run", "calibrate") and res.calibrated:
+        _print_calibrated(res.calibrated)
+    if args.command == "compare" and res.headline:
         _print_headline(res.headline)
     return 0
+
+
+def _print_calibrated(summary: dict) -> None:
+    print("calibrated = (score - floor) / (ceiling - floor); means over layer pairs")
+    print(f"{'readout':<14}{'floor':>8}{'score':>8}{'ceiling':>9}{'calib.':>8}{'uninf.':>8}{'best: f<s<c':>13}")
+    for name, v in summary.get("readouts", {}).items():
+        print(f"{name:<14}{v.get('mean_floor', float('nan')):>8.3f}{v.get('mean_score', float('nan')):>8.3f}"
+              f"{v.get('mean_ceiling', float('nan')):>9.3f}{v.get('mean_calibrated', float('nan')):>8.3f}"
+              f"{v['n_uninformative']:>5}/{v['n_layer_pairs']:<3}{v['best_ordered']:>8}/{v['n_best']}")
+    if "universal_fraction" in summary:
+        print(f"universal pairs: {summary['universal_fraction']:.1%} of matched pairs")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -158,11 +180,18 @@ def _cmd_query(args: argparse.Namespace) -> int:
         df = store.layer_pairs()
     else:
         la, lb = args.layers or (None, None)
-        df = store.top_pairs(la, lb, args.min_corr, args.limit, only_kept=not args.all)
+        df = store.top_pairs(la, lb, args.min_corr, args.limit, only_kept=not args.all, universal=args.universal)
         if not args.json:
             print(side_by_side(df))
             return 0
     print(to_json(df) if args.json else table(df))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from saematch.report.serve import serve
+
+    serve(args.run_dir, args.port, open_browser=args.open)
     return 0
 
 
@@ -172,6 +201,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": _cmd_status,
     "config": _cmd_config,
     "query": _cmd_query,
+    "serve": _cmd_serve,
 }
 
 

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional, Union
 
+from saematch.calibration.config import CalibrationConfig
+from saematch.crosscoder.config import CrosscoderConfig
+from saematch.transfer.config import TransferConfig
 from saematch.configio import apply_override, from_dict, load_yaml
 from saematch.errors import ConfigError
 from saematch.registry import MATCHERS, SAE_ARCHITECTURES
@@ -69,7 +72,7 @@ class ModelSpec:
     def key(self) -> str:
         """Filesystem-safe short name."""
         raw = self.label or Path(self.name.rstrip("/")).name
-        return "".join(c if c.isalnum() or c in "-_." else "-" for c in raw)
+        return "".join(c if c.isalnum() or c in "-_.@" else "-" for c in raw)
 
     @property
     def pretrained(self) -> bool:
@@ -221,10 +224,30 @@ class SimilarityConfig:
 
 
 @dataclass(frozen=True)
+class ControlsConfig:
+    """Floors and ceilings measured in the same run, each a node of the pipeline graph."""
+
+    seed: bool = opt(True, "ceiling: a twin SAE per trained (model, layer) with another seed, matched to the "
+                           "first like a cross-model pair (pretrained SAEs have no twin)")
+    twin_seed: int = opt(1, "seed of the twin SAEs")
+    random_init: bool = opt(True, "floor: one model's architecture with random weights (no download), through "
+                                  "extract, SAEs and matching against the other model")
+    random_model: Optional[str] = opt(None, "key of the model whose architecture gets random weights; default: the first")
+    random_seed: int = opt(1234, "seed of the random weights (not 0, the seed most random test models are built with)")
+    shuffle: bool = opt(True, "floor: units permuted on A's side before matching (needs no model)")
+    shuffle_seed: int = opt(0, "seed of the unit permutation")
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """The HTML report."""
 
     top_pairs: int = opt(20, "matched pairs shown with contexts")
+    max_pairs: int = opt(150, "browser: pairs embedded per layer pair, best held-out first (the cap is stated on the page)")
+    n_contexts: int = opt(4, "browser: top contexts embedded per feature")
+    context_chars: int = opt(60, "browser: characters kept either side of the unit in a context")
+    hist_bins: int = opt(16, "browser: bins of each feature's activation histogram")
+    page_size: int = opt(50, "browser: table rows per page")
 
 
 @dataclass(frozen=True)
@@ -250,6 +273,11 @@ class RunConfig:
     features: FeaturesConfig = opt(doc="sparse feature activations and cards", factory=FeaturesConfig)
     matching: MatchConfig = opt(doc="feature pairing (method-specific keys)", factory=lambda: MATCHERS.get("hungarian")())
     similarity: SimilarityConfig = opt(doc="similarity metrics and nulls", factory=SimilarityConfig)
+    controls: ControlsConfig = opt(doc="floor and ceiling controls", factory=ControlsConfig)
+    calibration: CalibrationConfig = opt(doc="held-out matching, calibrated readouts, universality",
+                                         factory=CalibrationConfig)
+    transfer: TransferConfig = opt(doc="maps, SAE, steering and probe transfer across models", factory=TransferConfig)
+    crosscoder: CrosscoderConfig = opt(doc="a shared dictionary across two models", factory=CrosscoderConfig)
     report: ReportConfig = opt(doc="the report", factory=ReportConfig)
     wandb: WandbConfig = opt(doc="wandb logging", factory=WandbConfig)
 
@@ -257,6 +285,9 @@ class RunConfig:
         _check(len(self.models) >= 2, "models: give at least two models to compare")
         keys = [m.key for m in self.models]
         _check(len(set(keys)) == len(keys), f"models: labels must be unique, got {keys}")
+        _check(all("@" not in k for k in keys), "models: a label may not contain '@' (it marks control variants)")
+        rm = self.controls.random_model
+        _check(rm is None or rm in keys, f"controls.random_model: '{rm}' is not a model key ({', '.join(keys)})")
 
     @property
     def cache_path(self) -> Path:

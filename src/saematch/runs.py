@@ -28,6 +28,7 @@ class RunResult:
     checks: int
     report: Optional[Path] = None
     headline: dict[str, Any] = field(default_factory=dict)
+    calibrated: dict[str, Any] = field(default_factory=dict)
 
 
 def _config(config: RunConfig | str | Path, overrides: Sequence[str] = ()) -> RunConfig:
@@ -64,10 +65,11 @@ def run(config: RunConfig | str | Path, stages: Sequence[str] = ("report",), for
         ex.build(ex.targets(tuple(stages), sel), force=force, only=sel)
     finally:
         logger.finish()
-    sim = Stage(ex.ctx.layout.similarity())
+    sim, cal = Stage(ex.ctx.layout.similarity()), Stage(ex.ctx.layout.root / "calibration")
     headline = sim.manifest().get("summary", {}) if sim.manifest_path.is_file() else {}
+    calibrated = cal.manifest().get("summary", {}) if cal.manifest_path.is_file() else {}
     report = ex.ctx.layout.report() / "report.html" if "report" in stages else None
-    return RunResult(tuple(ex.built), dict(ex.times), ex.checks, report, headline)
+    return RunResult(tuple(ex.built), dict(ex.times), ex.checks, report, headline, calibrated)
 
 
 def status(config: RunConfig | str | Path, overrides: Sequence[str] = ()) -> list[Any]:

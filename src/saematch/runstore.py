@@ -15,12 +15,17 @@ TABLES = {
     "best_layers": "similarity/best_layers.parquet",
     "depth": "similarity/depth.parquet",
     "concepts": "similarity/concepts.parquet",
+    "readouts": "calibration/readouts.parquet",
+    "universality": "calibration/universality.parquet",
+    "fractions": "calibration/fractions.parquet",
+    "calibrated_best": "calibration/best.parquet",
 }
 
 
 class RunStore(PairStore):
     """Query a run: the views ``pairs`` and ``features`` (see :class:`PairStore`) and, once the
-    compare stage has run, ``scores``, ``best_layers``, ``depth`` and ``concepts``."""
+    compare stage has run, ``scores``, ``best_layers``, ``depth`` and ``concepts``; once the
+    calibrate stage has run, ``readouts``, ``universality``, ``fractions`` and ``calibrated_best``."""
 
     def __init__(self, run_dir: str | Path):
         super().__init__(run_dir)

@@ -65,8 +65,14 @@ def extract_model(
     layout: RunLayout,
     chash: str,
     dist: DistInfo = DistInfo(),
+    token_key: str | None = None,
 ) -> ExtractResult:
-    """Write every configured layer of ``spec`` for all aligned units."""
+    """Write every configured layer of ``spec`` for all aligned units.
+
+    token_key: whose corpus tokens to feed (default ``spec.key``): a random-init
+    control reads its source model's tokens and writes under its own key.
+    """
+    tk = token_key or spec.key
     n_rows = corpus.n_units
     S = cfg.shard_units
     n_shards = -(-n_rows // S)
@@ -84,10 +90,10 @@ def extract_model(
         Stage(root).invalidate()
     written = 0
     if adapter is not None:
-        windows = corpus.windows(spec.key)
-        ids = corpus.token_ids(spec.key)
-        prefix = corpus.prefix(spec.key)
-        win_U, pos_U = corpus.unit_windows(spec.key)
+        windows = corpus.windows(tk)
+        ids = corpus.token_ids(tk)
+        prefix = corpus.prefix(tk)
+        win_U, pos_U = corpus.unit_windows(tk)
         for k in tqdm(todo, desc=f"extract {spec.key}", unit="shard", disable=None):
             lo, hi = k * S, min((k + 1) * S, n_rows)
             rows = _shard_rows(adapter, windows, ids, prefix, win_U[lo:hi], pos_U[lo:hi], pending, cfg)

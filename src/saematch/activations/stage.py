@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -26,8 +27,12 @@ def build(node: Any, ctx: Any, chash: str) -> None:
 
     from saematch.activations.extract import DistInfo, extract_model
 
+    from saematch.graph.plan import variant
+
     cfg = ctx.cfg
-    spec = ctx.spec(node.key[0])
+    var = variant(node.key[0])
+    src = ctx.spec(var.key)
+    spec = dataclasses.replace(src, label=var.key) if var.kind == "random" else src  # writes under its own key
     if cfg.extract.threads:
         torch.set_num_threads(cfg.extract.threads)
     dist = DistInfo.from_env()
@@ -35,6 +40,8 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     if device == "cuda" and dist.world > 1:
         device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
     ctx.forget_stores(spec.key)
-    res = extract_model(ctx.corpus, spec, lambda: ctx.model(spec, device), cfg.extract, ctx.layout, chash, dist)
+    random_init = var.kind == "random"
+    res = extract_model(ctx.corpus, spec, lambda: ctx.model(src, device, random_init), cfg.extract, ctx.layout, chash,
+                        dist, token_key=src.key)
     log.info("extract %s: %d rows, %d shards written, %d reused", spec.key, res.n_rows, res.shards_written,
              res.shards_skipped)

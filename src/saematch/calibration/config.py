@@ -39,7 +39,9 @@ class CalibrationConfig:
                                         "this many bootstrap SEs")
     min_items_per_dim: int = _opt(10, "SVCCA is degenerate below this many items per kept dimension")
     svcca_var: float = _opt(0.99, "SVCCA keeps the components up to this share of the variance (then caps them)")
-    svcca_max_units: int = _opt(20000, "SVCCA on units: seeded subsample of the test units beyond this")
+    svcca_max_units: int = _opt(4000, "SVCCA on units: seeded subsample of the test units beyond this (it keeps at "
+                                      "most one direction per min_items_per_dim units)")
+    max_pairs: int = _opt(512, "decoder-row readouts (SVCCA, RSA): seeded subsample of matched pairs beyond this")
     seed: int = _opt(0, "seed of the unit split, the bootstraps and the subsamples")
 
     def __post_init__(self) -> None:
@@ -54,3 +56,4 @@ class CalibrationConfig:
         _check(self.min_items_per_dim >= 1, "calibration.min_items_per_dim must be >= 1")
         _check(0.0 < self.svcca_var <= 1.0, "calibration.svcca_var must be in (0, 1]")
         _check(self.svcca_max_units >= 3, "calibration.svcca_max_units must be >= 3")
+        _check(self.max_pairs >= 3, "calibration.max_pairs must be >= 3")

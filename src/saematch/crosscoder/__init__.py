@@ -9,17 +9,35 @@ Public surface (the pipeline calls these from one node per layer pair):
   mapped cosine, class, Latent Scaling, firing entropy, co-fire) and summary.
 - :func:`latent_activations`, :func:`run_agreement` -> :class:`Agreement`: shared latents against
   the Hungarian pairs of two separate SAEs.
+
+Public names are loaded lazily (PEP 562): importing this package does no work, so the config
+module can import the stage's config section without cycles.
 """
 
-from saematch.crosscoder.agreement import Agreement, agreement_table, latent_activations, run_agreement
-from saematch.crosscoder.config import CrosscoderConfig
-from saematch.crosscoder.data import ArraySource
-from saematch.crosscoder.diagnostics import CrosscoderAnalysis, analyse_crosscoder
-from saematch.crosscoder.model import Crosscoder, load_crosscoder, save_crosscoder
-from saematch.crosscoder.train import CrosscoderResult, n_train_rows, train_crosscoder
+from __future__ import annotations
 
-__all__ = [
-    "Agreement", "ArraySource", "Crosscoder", "CrosscoderAnalysis", "CrosscoderConfig", "CrosscoderResult",
-    "agreement_table", "analyse_crosscoder", "latent_activations", "load_crosscoder", "n_train_rows",
-    "run_agreement", "save_crosscoder", "train_crosscoder",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {'Agreement': 'agreement',
+    'ArraySource': 'data',
+    'Crosscoder': 'model',
+    'CrosscoderAnalysis': 'diagnostics',
+    'CrosscoderConfig': 'config',
+    'CrosscoderResult': 'train',
+    'agreement_table': 'agreement',
+    'analyse_crosscoder': 'diagnostics',
+    'latent_activations': 'agreement',
+    'load_crosscoder': 'model',
+    'n_train_rows': 'train',
+    'run_agreement': 'agreement',
+    'save_crosscoder': 'model',
+    'train_crosscoder': 'train'}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -1,11 +1,20 @@
-"""The crosscoder stage's config: one frozen dataclass, validated in ``__post_init__`` only."""
+"""The crosscoder stage's config: one frozen dataclass, validated in ``__post_init__`` only.
+
+Fields carry their documentation in ``metadata["doc"]`` (and ``metadata["hash"]``), as
+``saematch.config.opt`` writes them; this module does not import ``saematch.config`` so that
+the config module can import it without a cycle.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from saematch.errors import ConfigError
+
+
+def _opt(default: Any, doc: str, hash: bool = True) -> Any:
+    return field(default=default, metadata={"doc": doc, "hash": hash})
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -17,27 +26,32 @@ def _check(cond: bool, msg: str) -> None:
 class CrosscoderConfig:
     """A BatchTopK crosscoder on the aligned units of a layer pair, and its per-latent analysis."""
 
-    expansion: int = 4  # latents = expansion * max(d_model over the models)
-    k: int = 32  # mean active latents per unit (BatchTopK over the batch: k * batch latents kept)
-    lr: float = 4e-4  # Adam learning rate
-    lr_decay_fraction: float = 0.2  # the lr decays linearly to 0 over this last fraction of steps
-    training_tokens: int = 200_000  # aligned units seen in training (steps = training_tokens // batch_size)
-    batch_size: int = 1024
-    seed: int = 0  # initial weights and data order
-    eval_fraction: float = 0.1  # last fraction of units held out (latent scaling, firing statistics, FVU)
-    checkpoint_every: int = 50  # steps between checkpoints (resume points)
-    log_every: int = 10  # steps between metric logs (progress bar and logger)
-    aux_coefficient: float = 1 / 32  # aux-k loss weight (dead latents reconstruct the residual); 0 disables it
-    dead_window: int = 0  # units without firing before a latent counts dead for aux-k; 0 = training_tokens // 4
-    threshold_momentum: float = 0.99  # EMA of the BatchTopK cut-off, the inference threshold (JumpReLU-style)
-    shared_low: float = 0.1  # relative decoder norm ||d_B|| / (||d_A|| + ||d_B||) below this: A-only
-    shared_high: float = 0.9  # above this: B-only; in between: shared
-    scaling_threshold: float = 0.3  # an exclusive latent whose other-model Latent Scaling ratio nu exceeds this is flagged
-    map_alpha: float = 1.0  # ridge penalty of the linear map between the models (scaled units)
-    map_rows: int = 20_000  # training units used to fit the linear maps
-    analysis_rows: int = 50_000  # held-out units used by the analysis (at most)
-    top_units: int = 20  # top units per latent/feature for the Jaccard overlaps of the agreement table
-    threads: Optional[int] = None  # torch threads (None: leave as is)
+    enabled: bool = field(default=False, metadata={"doc": "run the crosscoder stage (one node per A layer and its best-matching B layer, plus the random-init floor)", "hash": False})
+
+    expansion: int = _opt(4, "latents = expansion * max(d_model over the models)")
+    k: int = _opt(32, "mean active latents per unit (BatchTopK over the batch: k * batch latents kept)")
+    lr: float = _opt(4e-4, "Adam learning rate")
+    lr_decay_fraction: float = _opt(0.2, "the lr decays linearly to 0 over this last fraction of the steps")
+    training_tokens: int = _opt(200_000, "aligned units seen in training (steps = training_tokens // batch_size)")
+    batch_size: int = _opt(1024, "units per training step (the BatchTopK batch)")
+    seed: int = _opt(0, "seed of the initial weights and the data order")
+    eval_fraction: float = _opt(0.1, "last fraction of the units held out (Latent Scaling, firing statistics, FVU, "
+                                     "agreement)")
+    checkpoint_every: int = _opt(50, "steps between checkpoints (resume points)", hash=False)
+    log_every: int = _opt(10, "steps between metric logs (progress bar and logger)", hash=False)
+    aux_coefficient: float = _opt(1 / 32, "aux-k loss weight (dead latents reconstruct the residual); 0 disables it")
+    dead_window: int = _opt(0, "units without firing before a latent counts dead for aux-k; 0 = training_tokens // 4")
+    threshold_momentum: float = _opt(0.99, "EMA momentum of the BatchTopK cut-off, the inference threshold "
+                                           "(JumpReLU-style)")
+    shared_low: float = _opt(0.1, "relative decoder norm ||d_B|| / (||d_A|| + ||d_B||) below this: A-only")
+    shared_high: float = _opt(0.9, "relative decoder norm above this: B-only; in between: shared")
+    scaling_threshold: float = _opt(0.3, "an exclusive latent whose other-model Latent Scaling ratio nu exceeds "
+                                         "this is flagged suspect_exclusive")
+    map_alpha: float = _opt(1.0, "ridge penalty of the linear maps between the models (scaled units)")
+    map_rows: int = _opt(20_000, "training units used to fit the linear maps")
+    analysis_rows: int = _opt(50_000, "held-out units used by the analysis and the agreement table (at most)")
+    top_units: int = _opt(20, "top units per latent/feature for the Jaccard overlaps of the agreement table")
+    threads: Optional[int] = _opt(None, "torch CPU threads while training (None: leave as is)", hash=False)
 
     def __post_init__(self) -> None:
         _check(self.expansion >= 1, "crosscoder.expansion must be >= 1")
@@ -57,6 +71,7 @@ class CrosscoderConfig:
         _check(self.map_alpha >= 0, "crosscoder.map_alpha must be >= 0")
         _check(self.map_rows >= 2 and self.analysis_rows >= 2, "crosscoder.map_rows and analysis_rows must be >= 2")
         _check(self.top_units >= 1, "crosscoder.top_units must be >= 1")
+        _check(self.threads is None or self.threads >= 1, "crosscoder.threads must be >= 1 (or null)")
 
     @property
     def steps(self) -> int:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -85,7 +85,10 @@ def n_train_rows(n_rows: int, cfg: CrosscoderConfig) -> int:
 
 
 def _fingerprint(cfg: CrosscoderConfig, d_models: Sequence[int], n_train: int) -> str:
-    blob = json.dumps({"cfg": asdict(cfg), "d_models": list(d_models), "n_train": n_train}, sort_keys=True)
+    """What a checkpoint must agree on to be resumed: the hashed config fields (not threads, intervals)."""
+    from saematch.configio import hash_view
+
+    blob = json.dumps({"cfg": hash_view(cfg), "d_models": list(d_models), "n_train": n_train}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -31,7 +31,11 @@ class RunContext:
         self._memo: dict[Any, Any] = {}
 
     def spec(self, key: str) -> ModelSpec:
-        return next(m for m in self.cfg.models if m.key == key)
+        """The configured model behind a key (a control variant ``MODEL@...`` gives its source)."""
+        from saematch.graph.plan import variant
+
+        src = variant(key).source
+        return next(m for m in self.cfg.models if m.key == src)
 
     def n_layers(self, spec: ModelSpec) -> int:
         """Blocks in the model, from its config alone (no weights)."""
@@ -41,18 +45,20 @@ class RunContext:
             self._n_layers[spec.key] = n_layers_of(spec.name, self.cfg.cache_path, spec.trust_remote_code, spec.revision)
         return self._n_layers[spec.key]
 
-    def model(self, spec: ModelSpec, device: Optional[str] = None) -> Any:
-        """The model's adapter, loaded once."""
-        if spec.key not in self._models:
-            from saematch.adapter import load_model
+    def model(self, spec: ModelSpec, device: Optional[str] = None, random_init: bool = False) -> Any:
+        """The model's adapter, loaded once (``random_init``: its architecture with seeded random weights)."""
+        key = (spec.key, random_init)
+        if key not in self._models:
+            from saematch.adapter import load_model, load_random_init
 
             dev = device or self.cfg.extract.device
-            self._models[spec.key] = load_model(spec.name, self.cfg.cache_path, self.cfg.extract.dtype, dev,
-                                                spec.trust_remote_code, spec.revision)
-        return self._models[spec.key]
-
-    def release_model(self, spec: ModelSpec) -> None:
-        self._models.pop(spec.key, None)
+            if random_init:
+                self._models[key] = load_random_init(spec.name, self.cfg.cache_path, self.cfg.controls.random_seed,
+                                                     self.cfg.extract.dtype, dev, spec.trust_remote_code, spec.revision)
+            else:
+                self._models[key] = load_model(spec.name, self.cfg.cache_path, self.cfg.extract.dtype, dev,
+                                               spec.trust_remote_code, spec.revision)
+        return self._models[key]
 
     def tokenizer(self, spec: ModelSpec) -> Any:
         from saematch.adapter import load_tokenizer
@@ -77,7 +83,11 @@ class RunContext:
         return self._memo[key]
 
     def store(self, model: str, layer: int) -> Any:
-        """An activation store, opened once (the executor has checked its manifest)."""
+        """An activation store, opened once (the executor has checked its manifest); a twin or shuffle
+        variant reads its source model's activations."""
+        from saematch.graph.plan import variant
+
+        model = variant(model).acts
         if (model, layer) not in self._stores:
             from saematch.activations import open_layer
 

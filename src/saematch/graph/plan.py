@@ -21,7 +21,33 @@ from saematch.config import ModelSpec, RunConfig
 from saematch.configio import config_hash
 from saematch.errors import ConfigError
 
-STAGES = ("corpus", "extract", "train", "features", "match", "compare", "report")
+STAGES = ("corpus", "extract", "train", "features", "match", "compare", "calibrate", "transfer", "crosscoder", "report")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model key as the graph sees it: a configured model, or a control derived from one.
+
+    key: ``MODEL`` or ``MODEL@seed1`` (twin SAEs), ``MODEL@random`` (random-init weights),
+    ``MODEL@shuffle`` (A's units permuted before matching); source: the configured model;
+    kind: 'model', 'twin', 'random' or 'shuffle'; acts: whose activations it reads.
+    """
+
+    key: str
+    source: str
+    kind: str
+
+    @property
+    def acts(self) -> str:
+        return self.key if self.kind in ("model", "random") else self.source
+
+
+def variant(key: str) -> Variant:
+    if "@" not in key:
+        return Variant(key, key, "model")
+    source, tag = key.split("@", 1)
+    kind = "twin" if tag.startswith("seed") else tag
+    return Variant(key, source, kind)
 
 
 @dataclass(frozen=True)
@@ -52,12 +78,12 @@ class Node:
         return self.parts or (self.path,)
 
     def matches(self, model: str, layer: int) -> bool:
-        """Does ``--only MODEL:LAYER`` select this node?"""
+        """Does ``--only MODEL:LAYER`` select this node?  MODEL is a key as ``python -m saematch.jobs``
+        lists it (a control is ``MODEL@seed1``, ``MODEL@random``); an extract node matches on MODEL alone."""
         k = self.key
         if self.stage == "extract":
             return k[0] == model
-        slots = [(k[i], k[i + 1]) for i in range(0, len(k) - 1, 2)]
-        return (model, layer) in slots
+        return (model, layer) in [(k[i], k[i + 1]) for i in range(0, len(k) - 1, 2)]
 
 
 @dataclass
@@ -149,36 +175,82 @@ def _validate_metrics(cfg: RunConfig) -> None:
 
 
 def build_plan(cfg: RunConfig) -> Plan:
-    """Every node of the run described by ``cfg``, in dependency order."""
+    """Every node of the run described by ``cfg``, in dependency order, controls included."""
+    import dataclasses
 
     _validate_metrics(cfg)
     lay = RunLayout(Path(cfg.run_dir))
     plan = Plan(cfg)
+    ctl = cfg.controls
     models = [(m.key, m.name, m.revision) for m in cfg.models]
     corpus = plan.add(Node("corpus", (), lay.corpus(), (cfg.corpus, models), (), "saematch.corpus.stage:build"))
     feats: dict[tuple[str, int], str] = {}
-    train_ids, extract_ids = [], []
-    for m in cfg.models:
-        ex = plan.add(Node("extract", (m.key,), lay.acts_model(m.key), (cfg.extract, m.name, m.revision),
-                           (corpus.id,), "saematch.activations.stage:build",
-                           parts=tuple(lay.acts(m.key, L) for L in m.layers),
-                           preflight="saematch.activations.stage:preflight"))
-        extract_ids.append(ex.id)
+    extract: dict[str, str] = {}
+    train_ids = []
+    twin_sae = dataclasses.replace(cfg.sae, seed=ctl.twin_seed)
+    rand_key = (ctl.random_model or cfg.models[0].key) if ctl.random_init else None
+
+    def add_model(key: str, m: ModelSpec, extract_params: Any, sae_cfg: Any, own_extract: bool) -> None:
+        if own_extract:
+            extract[key] = plan.add(Node(
+                "extract", (key,), lay.acts_model(key), extract_params, (corpus.id,), "saematch.activations.stage:build",
+                parts=tuple(lay.acts(key, L) for L in m.layers), preflight="saematch.activations.stage:preflight")).id
+        ex = extract[variant(key).acts]
         for L in m.layers:
-            sae_params = (L, m.sae_release, m.sae_id, m.sae_path) if m.pretrained else (L, cfg.sae)
-            tr = plan.add(Node("train", (m.key, L), lay.sae(m.key, L), sae_params, (ex.id,), "saematch.sae.stage:build"))
+            pre = m.pretrained and variant(key).kind == "model"
+            params = (L, m.sae_release, m.sae_id, m.sae_path) if pre else (L, sae_cfg)
+            tr = plan.add(Node("train", (key, L), lay.sae(key, L), params, (ex,), "saematch.sae.stage:build"))
             train_ids.append(tr.id)
-            fe = plan.add(Node("features", (m.key, L), lay.features(m.key, L), cfg.features, (tr.id, ex.id, corpus.id),
-                               "saematch.features.stage:build"))
-            feats[m.key, L] = fe.id
-    match_ids = []
+            feats[key, L] = plan.add(Node("features", (key, L), lay.features(key, L), cfg.features,
+                                          (tr.id, ex, corpus.id), "saematch.features.stage:build")).id
+
+    for m in cfg.models:
+        add_model(m.key, m, (cfg.extract, m.name, m.revision), cfg.sae, True)
+    for m in cfg.models:
+        if ctl.seed and not m.pretrained:
+            add_model(f"{m.key}@seed{ctl.twin_seed}", m, None, twin_sae, False)
+        if m.key == rand_key:
+            add_model(f"{m.key}@random", m, ("random-init", ctl.random_seed, cfg.extract, m.name, m.revision), cfg.sae, True)
+    split = (cfg.calibration.heldout_frac, cfg.calibration.seed)
+
+    def add_match(ka: str, la: int, kb: str, lb: int, fa: str, fb: str, extra: Any = None) -> str:
+        return plan.add(Node("match", (ka, la, kb, lb), lay.pairs(ka, la, kb, lb), (cfg.matching, split, extra),
+                             (feats[fa], feats[fb]), "saematch.matching.stage:build")).id
+
+    main_ids, control_ids = [], []
     for a, b in model_pairs(cfg):
         for la, lb in layer_pairs(cfg, a, b):
-            n = plan.add(Node("match", (a.key, la, b.key, lb), lay.pairs(a.key, la, b.key, lb), cfg.matching,
-                              (feats[a.key, la], feats[b.key, lb]), "saematch.matching.stage:build"))
-            match_ids.append(n.id)
-    cmp_deps = tuple(match_ids + list(feats.values()) + train_ids + extract_ids)
+            main_ids.append(add_match(a.key, la, b.key, lb, (a.key, la), (b.key, lb)))
+            if rand_key in (a.key, b.key):
+                ra, rb = (f"{a.key}@random", b.key) if rand_key == a.key else (a.key, f"{b.key}@random")
+                control_ids.append(add_match(ra, la, rb, lb, (ra, la), (rb, lb)))
+            if ctl.shuffle:
+                control_ids.append(add_match(f"{a.key}@shuffle", la, b.key, lb, (a.key, la), (b.key, lb), ctl.shuffle_seed))
+    for m in cfg.models:
+        if ctl.seed and not m.pretrained:
+            twin = f"{m.key}@seed{ctl.twin_seed}"
+            for L in m.layers:
+                control_ids.append(add_match(m.key, L, twin, L, (m.key, L), (twin, L)))
+    cmp_deps = tuple(main_ids + [feats[m.key, L] for m in cfg.models for L in m.layers]
+                     + [f"train:{m.key}:{L}" for m in cfg.models for L in m.layers] + [extract[m.key] for m in cfg.models])
     cmp = plan.add(Node("compare", (), lay.similarity(), (cfg.similarity, _file_digest(cfg.similarity.concepts)),
                         cmp_deps, "saematch.similarity.stage:build"))
-    plan.add(Node("report", (), lay.report(), cfg.report, (cmp.id, *cmp_deps), "saematch.report.stage:build"))
+    cal_deps = tuple(main_ids + control_ids + list(feats.values()) + train_ids + list(extract.values()))
+    cal = plan.add(Node("calibrate", (), lay.root / "calibration", (cfg.calibration, ctl, cfg.similarity.max_units),
+                        cal_deps, "saematch.calibration.stage:build"))
+    # uses across models: one node per A layer, paired at build time with its best-matching B layer
+    # (held-out matched correlation, from the calibrate node); off unless the config turns them on
+    ext = []
+    for a, b in model_pairs(cfg):
+        for la in a.layers:
+            if cfg.transfer.enabled:
+                ext.append(plan.add(Node("transfer", (a.key, la, b.key), lay.root / "transfer" / f"{a.key}_L{la:02d}__{b.key}",
+                                         cfg.transfer, (cal.id, *cal_deps), "saematch.transfer.node:build")).id)
+            if cfg.crosscoder.enabled:
+                keys = [a.key] + ([f"{rand_key}@random"] if rand_key == a.key else [])
+                for ka in keys:  # the random-init control's crosscoder is the floor of the shared fraction
+                    ext.append(plan.add(Node("crosscoder", (ka, la, b.key),
+                                             lay.root / "crosscoders" / f"{ka}_L{la:02d}__{b.key}", cfg.crosscoder,
+                                             (cal.id, *cal_deps), "saematch.crosscoder.node:build")).id)
+    plan.add(Node("report", (), lay.report(), cfg.report, (cmp.id, cal.id, *cal_deps, *ext), "saematch.report.stage:build"))
     return plan

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ class MatchInfo:
     mean_corr_kept: float
     excluded_a: int
     excluded_b: int
+    n_train: int = 0
+    n_test: int = 0
+    mean_corr_train: float = float("nan")
 
 
 def _exclude(X: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:
@@ -52,33 +55,71 @@ def assign(XA: sp.csr_matrix, XB: sp.csr_matrix, cfg: MatchConfig) -> Assignment
 
 def match_pair(
     XA: sp.csr_matrix, XB: sp.csr_matrix, cards_a: pd.DataFrame, cards_b: pd.DataFrame, cfg: MatchConfig,
+    train_mask: Optional[np.ndarray] = None,
 ) -> tuple[pd.DataFrame, MatchInfo]:
-    """Matched pairs of two layers' features as a table, with filter flags."""
+    """Matched pairs of two layers' features as a table, with filter flags.
+
+    With ``train_mask`` the features are paired on the train units and each pair's
+    ``correlation`` is measured on the other units (held-out; ``corr_train`` keeps the
+    in-sample value the assignment maximised, which selection inflates).  Without it,
+    both are the in-sample correlation.  Flags (``below_min_corr``) use ``corr_train``,
+    so no selection is made on the held-out units.
+    """
+    from saematch.calibration.heldout import heldout_match
+
     drop_a = cards_a["dead"].to_numpy() | (cfg.drop_dense & cards_a["dense"].to_numpy())
     drop_b = cards_b["dead"].to_numpy() | (cfg.drop_dense & cards_b["dense"].to_numpy())
-    res = assign(_exclude(XA, drop_a), _exclude(XB, drop_b), cfg)
-    ra, cb = res.rows, res.cols
-    order = np.argsort(-res.values, kind="stable")
-    ra, cb, vals = ra[order], cb[order], res.values[order]
+    if train_mask is None:
+        res = assign(_exclude(XA, drop_a), _exclude(XB, drop_b), cfg)
+        order = np.argsort(-res.values, kind="stable")
+        ra, cb, train = res.rows[order], res.cols[order], res.values[order]
+        test, n_train, n_test = train, XA.shape[0], 0
+        solver, gap, k, rounds, objective = res.solver, res.gap, res.candidates_k, res.rounds, res.objective
+    else:
+        held = heldout_match(XA, XB, train_mask, cfg, drop_a, drop_b)
+        order = np.lexsort((-held.corr_train, -np.nan_to_num(held.corr_test, nan=-2.0)))
+        ra, cb = held.feature_a[order], held.feature_b[order]
+        train, test = held.corr_train[order], held.corr_test[order]
+        n_train, n_test, solver, gap = held.n_train, held.n_test, held.solver, held.gap
+        k, rounds, objective = getattr(cfg, "candidates_k", 0), 1, float(np.sum(np.clip(train, 0, None)))
     wa, wb = cards_a["top_words"].to_numpy(), cards_b["top_words"].to_numpy()
     punct = np.array([punctuation_only(list(wa[a])) and punctuation_only(list(wb[b])) for a, b in zip(ra, cb)], bool)
     df = pd.DataFrame({
         "model_a": cards_a["model"].iloc[0], "layer_a": int(cards_a["layer"].iloc[0]), "feature_a": ra.astype(np.int64),
         "model_b": cards_b["model"].iloc[0], "layer_b": int(cards_b["layer"].iloc[0]), "feature_b": cb.astype(np.int64),
-        "correlation": vals, "rank": np.arange(1, len(vals) + 1),
-        "below_min_corr": vals < cfg.min_corr,
+        "correlation": test, "corr_train": train, "heldout": train_mask is not None, "rank": np.arange(1, len(ra) + 1),
+        "below_min_corr": train < cfg.min_corr,
         "dense_a": cards_a["dense"].to_numpy()[ra], "dense_b": cards_b["dense"].to_numpy()[cb],
-        "punctuation": punct if cfg.token_filter else np.zeros(len(vals), bool),
+        "punctuation": punct if cfg.token_filter else np.zeros(len(ra), bool),
     })
     df["keep"] = ~(df["below_min_corr"] | df["punctuation"])
     kept = df["correlation"][df["keep"]]
-    info = MatchInfo(cfg.method, res.solver, float(res.gap), res.candidates_k, res.rounds, len(df), int(df["keep"].sum()),
-                     res.objective, float(kept.mean()) if len(kept) else float("nan"), int(drop_a.sum()), int(drop_b.sum()))
+    info = MatchInfo(cfg.method, solver, float(gap), int(k), int(rounds), len(df), int(df["keep"].sum()), float(objective),
+                     float(kept.mean()) if len(kept) else float("nan"), int(drop_a.sum()), int(drop_b.sum()),
+                     int(n_train), int(n_test), float(np.nanmean(train)) if len(train) else float("nan"))
     return df, info
 
 
 def info_dict(info: MatchInfo) -> dict:
     return asdict(info)
+
+
+def train_mask(ctx: Any) -> np.ndarray:
+    """The units that pair features (whole documents, ``calibration.heldout_frac``), the same for every
+    match node of the run; the others score the pairs."""
+    from saematch.calibration.heldout import split_units
+
+    cal = ctx.cfg.calibration
+
+    def make() -> np.ndarray:
+        doc = ctx.corpus.units["doc"].to_numpy()
+        if len(np.unique(doc)) < 4:  # too few documents to split: contiguous blocks of units instead
+            log.warning("held-out split: only %d document(s); splitting %d units into 16 contiguous blocks instead",
+                        len(np.unique(doc)), len(doc))
+            doc = np.arange(len(doc)) * 16 // max(len(doc), 1)
+        return split_units(doc, cal.heldout_frac, cal.seed)
+
+    return ctx.memo("train-mask", make)
 
 
 def build(node: Any, ctx: Any, chash: str) -> None:
@@ -87,14 +128,23 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     from saematch.features.encode import load_csr
     from saematch.matching.store import write_parquet
 
+    from saematch.graph.plan import variant
+
     a, la, b, lb = node.key
     out = node.path
     stage = Stage(out)
     stage.invalidate()
-    fa, fb = ctx.layout.features(a, la), ctx.layout.features(b, lb)
-    df, info = match_pair(load_csr(fa), load_csr(fb), pd.read_parquet(fa / "cards.parquet"),
-                          pd.read_parquet(fb / "cards.parquet"), ctx.cfg.matching)
+    va, vb = variant(a), variant(b)
+    fa = ctx.layout.features(va.source if va.kind == "shuffle" else a, la)
+    fb = ctx.layout.features(b, lb)
+    XA = load_csr(fa)
+    cards_a = pd.read_parquet(fa / "cards.parquet")
+    if va.kind == "shuffle":  # the floor that needs no model: A's units permuted, pairing and scoring as usual
+        XA = XA[np.random.default_rng([ctx.cfg.controls.shuffle_seed, 7]).permutation(XA.shape[0])]
+        cards_a = cards_a.assign(model=a)
+    cards_b = pd.read_parquet(fb / "cards.parquet")
+    df, info = match_pair(XA, load_csr(fb), cards_a, cards_b, ctx.cfg.matching, train_mask(ctx))
     write_parquet(df, out / "pairs.parquet")
     stage.finish(chash, [out / "pairs.parquet"], info=info_dict(info))
-    log.info("match %s L%d ~ %s L%d: %d pairs (%d kept), mean corr %.3f, solver %s, gap %.2g",
-             a, la, b, lb, info.n_pairs, info.n_kept, info.mean_corr_kept, info.solver, info.gap)
+    log.info("match %s L%d ~ %s L%d: %d pairs (%d kept), held-out mean corr %.3f (in-sample %.3f), solver %s, gap %.2g",
+             a, la, b, lb, info.n_pairs, info.n_kept, info.mean_corr_kept, info.mean_corr_train, info.solver, info.gap)

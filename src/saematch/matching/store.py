@@ -31,12 +31,22 @@ class PairStore:
 
         self.root = Path(run_dir)
         pair_files = sorted(self.root.glob("pairs/*/pairs.parquet"))
-        card_files = sorted(self.root.glob("features/*/*/cards.parquet"))
+        card_files = sorted(f for f in self.root.glob("features/*/*/cards.parquet") if "@" not in f.parent.parent.name)
         if not pair_files or not card_files:
             raise SaematchError(f"{self.root} has no matched pairs yet; run `saematch match` first")
         self.con = duckdb.connect()
         try:
-            self.con.execute(f"CREATE VIEW pairs AS SELECT * FROM read_parquet({_list(pair_files)}, union_by_name=true)")
+            raw = f"read_parquet({_list(pair_files)}, union_by_name=true)"
+            uni = self.root / "calibration" / "universality.parquet"
+            if uni.is_file():  # held-out universality of every pair, from the calibrate node
+                self.con.execute(
+                    f"CREATE VIEW pairs AS SELECT p.*, u.universal, u.twin_a AS twin_corr_a, u.twin_b AS twin_corr_b, "
+                    f"u.floor_percentile FROM {raw} p LEFT JOIN read_parquet({_list([uni])}) u "
+                    "USING (model_a, layer_a, model_b, layer_b, feature_a, feature_b)")
+                self.has_universality = True
+            else:
+                self.con.execute(f"CREATE VIEW pairs AS SELECT * FROM {raw}")
+                self.has_universality = False
             self.con.execute(f"CREATE VIEW features AS SELECT * FROM read_parquet({_list(card_files)}, union_by_name=true)")
         except Exception as exc:
             raise ArtifactError(f"corrupt pair store under {self.root}: {str(exc).splitlines()[0]}") from None
@@ -48,14 +58,21 @@ class PairStore:
             raise SaematchError(f"query failed: {str(exc).splitlines()[0]}") from None
 
     def layer_pairs(self) -> pd.DataFrame:
+        """Per layer pair: pairs, mean held-out correlation, kept pairs (and the universal fraction when known)."""
+        uni = ", avg(CASE WHEN universal THEN 1.0 ELSE 0.0 END) AS universal_frac" if self.has_universality else ""
         return self.sql("SELECT model_a, layer_a, model_b, layer_b, count(*) AS n_pairs, avg(correlation) AS mean_corr, "
-                        "sum(CASE WHEN keep THEN 1 ELSE 0 END) AS n_kept FROM pairs GROUP BY ALL ORDER BY layer_a, layer_b")
+                        f"sum(CASE WHEN keep THEN 1 ELSE 0 END) AS n_kept{uni} FROM pairs GROUP BY ALL ORDER BY layer_a, layer_b")
 
     def top_pairs(self, layer_a: Optional[int] = None, layer_b: Optional[int] = None, min_corr: float = -1.0,
-                  limit: int = 20, only_kept: bool = True) -> pd.DataFrame:
-        """Best pairs (optionally of one layer pair) with both features' top contexts."""
+                  limit: int = 20, only_kept: bool = True, universal: bool = False) -> pd.DataFrame:
+        """Best pairs by held-out correlation (optionally of one layer pair, or only universal ones)
+        with both features' top contexts."""
         where = ["p.correlation >= ?"]
         params: list[Any] = [min_corr]
+        if universal:
+            if not self.has_universality:
+                raise SaematchError(f"{self.root} has no universality yet; run `saematch run` with controls on")
+            where.append("p.universal")
         if layer_a is not None:
             where.append("p.layer_a = ?")
             params.append(layer_a)
@@ -67,10 +84,11 @@ class PairStore:
         params.append(limit)
         return self.sql(
             "SELECT p.layer_a, p.feature_a, p.layer_b, p.feature_b, p.correlation, p.rank, "
+            + ("p.universal, p.twin_corr_a, p.twin_corr_b, " if self.has_universality else "") +
             "fa.freq AS freq_a, fb.freq AS freq_b, fa.contexts AS contexts_a, fb.contexts AS contexts_b "
             "FROM pairs p JOIN features fa ON fa.model = p.model_a AND fa.layer = p.layer_a AND fa.feature = p.feature_a "
             "JOIN features fb ON fb.model = p.model_b AND fb.layer = p.layer_b AND fb.feature = p.feature_b "
-            f"WHERE {' AND '.join(where)} ORDER BY p.correlation DESC LIMIT ?", params)
+            f"WHERE {' AND '.join(where)} ORDER BY p.correlation DESC NULLS LAST LIMIT ?", params)
 
     def partner(self, model: str, layer: int, feature: int) -> pd.DataFrame:
         """The matched partners of one feature (in any layer pair), with both cards."""

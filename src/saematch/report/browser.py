@@ -98,8 +98,21 @@ def _num(x: Any, digits: int = 4) -> Optional[float]:
     return None if math.isnan(x) or math.isinf(x) else round(x, digits)
 
 
+def _with_calibration(t: pd.DataFrame, uni: Optional[pd.DataFrame]) -> pd.DataFrame:
+    """Name the held-out correlation ``corr_test`` and join the pairs' universality, when the run has them."""
+    if "heldout" in t and len(t) and bool(t["heldout"].all()):
+        t = t.assign(corr_test=t["correlation"])
+    if uni is None or t.empty:
+        return t
+    key = ["model_a", "layer_a", "model_b", "layer_b", "feature_a", "feature_b"]
+    u = uni[key + ["universal", "twin_a", "twin_b"]].rename(columns={"twin_a": "twin_corr_a", "twin_b": "twin_corr_b"})
+    return t.merge(u, on=key, how="left").assign(universal=lambda d: d["universal"].fillna(False).astype(bool))
+
+
 def _layer_pairs(files: list[Path], cfg: BrowserConfig) -> tuple[list[dict], list[str], str, dict]:
-    tables = [pd.read_parquet(f) for f in files]
+    uni_path = files[0].parents[2] / "calibration" / "universality.parquet"
+    uni = pd.read_parquet(uni_path) if uni_path.is_file() else None
+    tables = [_with_calibration(pd.read_parquet(f), uni) for f in files]
     present = {c for t in tables for c in t.columns}
     held_out = "corr_test" in present
     sort_col = "corr_test" if held_out else "correlation"
@@ -179,6 +192,15 @@ def _grids(root: Path, lps: list[dict]) -> list[dict]:
                           "value": "calibrated score" if calibrated else "score", "cells": cells})
     else:
         log.info("no similarity scores at %s; the grid shows the pairs' mean correlation only", path)
+    cal = root / "calibration" / "readouts.parquet"
+    if cal.is_file():
+        r = pd.read_parquet(cal)
+        for (ma, mb, readout), g in r.groupby(["model_a", "model_b", "readout"], sort=False):
+            use = "calibrated" if "calibrated" in g and g["calibrated"].notna().any() else "score"
+            cells = [[int(x["layer_a"]), int(x["layer_b"]), _num(x[use]), None,
+                      {c: _num(x[c]) for c in ("score", "floor", "ceiling", "calibrated") if c in g}] for _, x in g.iterrows()]
+            grids.insert(0, {"ma": ma, "mb": mb, "readout": f"calibrated · {readout}", "hi": True,
+                             "value": "calibrated score" if use == "calibrated" else "score", "cells": cells})
     by_models: dict[tuple[str, str], list] = {}
     for lp in lps:
         by_models.setdefault((lp["ma"], lp["mb"]), []).append([lp["la"], lp["lb"], lp["mean_kept"], None, {}])

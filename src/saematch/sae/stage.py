@@ -97,11 +97,22 @@ def _probe(ctx: Any, spec: ModelSpec) -> Optional[LossProbe]:
 
 def build(node: Any, ctx: Any, chash: str) -> None:
     """Train (or load) and evaluate the SAE of node ``train:MODEL:LAYER``."""
+    import dataclasses
+
+    from saematch.graph.plan import variant
+
     key, layer = node.key
+    var = variant(key)
     spec = ctx.spec(key)
+    cfg = ctx.cfg.sae
     if ctx.cfg.sae.threads:
         torch.set_num_threads(ctx.cfg.sae.threads)
-    sae_for_layer(spec, layer, ctx.store(key, layer), ctx.cfg.sae, node.path, chash, _probe(ctx, spec), ctx.logger)
+    probe = _probe(ctx, spec) if var.kind == "model" else None  # controls: no LM-loss splice (documented)
+    if var.kind == "twin":
+        cfg = dataclasses.replace(cfg, seed=ctx.cfg.controls.twin_seed)
+    if var.kind != "model":
+        spec = dataclasses.replace(spec, label=key, sae_release=None, sae_id=None, sae_path=None)
+    sae_for_layer(spec, layer, ctx.store(key, layer), cfg, node.path, chash, probe, ctx.logger)
 
 
 def reevaluate(node: Any, ctx: Any) -> SAEEval:

@@ -8,20 +8,37 @@ Public surface (the pipeline's transfer node calls :func:`run_transfer`):
   :func:`save_map`, :func:`load_map`, :func:`r2_score`.
 * pieces: :func:`sae_transfer`, :func:`steering_transfer`, :func:`probe_transfer`,
   :func:`unit_labels`, :func:`heldout_prompts`, :func:`probe_matrix`.
+
+Public names are loaded lazily (PEP 562): importing this package does no work, so the config
+module can import the stage's config section without cycles.
 """
 
-from saematch.transfer.config import TransferConfig
-from saematch.transfer.labels import unit_labels
-from saematch.transfer.maps import RidgeCVMap, WhitenedProcrustesMap, r2_score
-from saematch.transfer.mlp import MLPMap
-from saematch.transfer.persist import load_map, save_map
-from saematch.transfer.probes import probe_matrix, probe_transfer
-from saematch.transfer.sae_transfer import SAETransferResult, sae_transfer
-from saematch.transfer.stage import TransferResult, run_transfer
-from saematch.transfer.steering import heldout_prompts, steering_transfer
+from __future__ import annotations
 
-__all__ = [
-    "MLPMap", "RidgeCVMap", "SAETransferResult", "TransferConfig", "TransferResult", "WhitenedProcrustesMap",
-    "heldout_prompts", "load_map", "probe_matrix", "probe_transfer", "r2_score", "run_transfer", "sae_transfer",
-    "save_map", "steering_transfer", "unit_labels",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {'MLPMap': 'mlp',
+    'RidgeCVMap': 'maps',
+    'SAETransferResult': 'sae_transfer',
+    'TransferConfig': 'config',
+    'TransferResult': 'stage',
+    'WhitenedProcrustesMap': 'maps',
+    'heldout_prompts': 'steering',
+    'load_map': 'persist',
+    'probe_matrix': 'probes',
+    'probe_transfer': 'probes',
+    'r2_score': 'maps',
+    'run_transfer': 'stage',
+    'sae_transfer': 'sae_transfer',
+    'save_map': 'persist',
+    'steering_transfer': 'steering',
+    'unit_labels': 'labels'}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

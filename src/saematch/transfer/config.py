@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from saematch.errors import ConfigError
@@ -19,6 +19,8 @@ def _check(cond: bool, msg: str) -> None:
 @dataclass(frozen=True)
 class TransferConfig:
     """Maps between two models' residuals, and SAE, steering and probe transfer through them."""
+
+    enabled: bool = field(default=False, metadata={"doc": "run the transfer stage (one node per A layer and its best-matching B layer)", "hash": False})
 
     maps: tuple[str, ...] = MAP_KINDS  # maps fitted in both directions: ridge, procrustes, mlp
     # ridge penalties, relative to the mean eigenvalue of the centred training Gram (||Xc||_F^2 / d),
