@@ -8,18 +8,11 @@ The public API (nothing heavy is imported until used)::
     saematch.get_metric("cka-linear")(X, Y)   # any registered metric
 """
 
-from typing import Any
+from saematch.lazy import lazy_exports
 
 __version__ = "0.2.0"
 __all__ = ["RunStore", "__version__", "get_metric", "load_config", "run", "status"]
 
 _LAZY = {"load_config": "saematch.config", "run": "saematch.runs", "status": "saematch.runs",
          "get_metric": "saematch.similarity.base", "RunStore": "saematch.runstore"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'saematch' has no attribute {name!r}")
+__getattr__, _dir = lazy_exports(__name__, _LAZY)

@@ -16,34 +16,18 @@ method carries its own parameters and a parameter it does not know is an error.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional, Union
 
 from saematch.calibration.config import CalibrationConfig
-from saematch.crosscoder.config import CrosscoderConfig
-from saematch.transfer.config import TransferConfig
+from saematch.configfields import check as _check
+from saematch.configfields import opt, req
 from saematch.configio import apply_override, from_dict, load_yaml
+from saematch.crosscoder.config import CrosscoderConfig
 from saematch.errors import ConfigError
 from saematch.registry import MATCHERS, SAE_ARCHITECTURES
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
-
-
-def opt(default: Any = None, doc: str = "", *, hash: bool = True, factory: Any = None) -> Any:
-    """A config field with its documentation; ``hash=False`` for fields that cannot change results."""
-    meta = {"doc": doc, "hash": hash}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def req(doc: str) -> Any:
-    """A required config field with its documentation."""
-    return field(metadata={"doc": doc, "hash": True})
+from saematch.transfer.config import TransferConfig
 
 
 @dataclass(frozen=True)

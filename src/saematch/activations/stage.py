@@ -26,7 +26,6 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     import torch
 
     from saematch.activations.extract import DistInfo, extract_model
-
     from saematch.graph.plan import variant
 
     cfg = ctx.cfg

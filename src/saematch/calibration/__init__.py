@@ -9,10 +9,7 @@ Public names are loaded lazily (PEP 562), so importing this package does no work
 and the config module can import :class:`CalibrationConfig` without cycles.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from saematch.lazy import lazy_exports
 
 _EXPORTS = {
     "CalibrationConfig": "config",
@@ -29,13 +26,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -84,7 +84,13 @@ def _score(value: Any) -> float:
 
 
 class Estimate(NamedTuple):
-    """A value with its percentile bootstrap CI and bootstrap SE (NaN where not defined)."""
+    """A value with its bias-corrected percentile bootstrap CI and bootstrap SE (NaN where not defined).
+
+    Resampling units with replacement shifts scores that depend on how many distinct items they
+    see (CCA and kernel similarities rise on duplicated or fewer units), so the replicates' median
+    can sit away from the full-data value.  The percentile interval is moved back by that shift
+    (median of the replicates minus the value), which keeps its width and centres it on the value.
+    """
 
     value: float
     ci_low: float
@@ -130,10 +136,11 @@ class CalibratedReadout:
 
 def _estimate(value: float, reps: np.ndarray, level: float) -> Estimate:
     ok = reps[np.isfinite(reps)]
-    if len(ok) < 2:
+    if len(ok) < 2 or not np.isfinite(value):
         return Estimate(float(value), float("nan"), float("nan"), float("nan"))
     lo, hi = np.quantile(ok, [(1 - level) / 2, (1 + level) / 2])
-    return Estimate(float(value), float(lo), float(hi), float(ok.std(ddof=1)))
+    shift = float(np.median(ok)) - float(value)  # resampling bias (see the class docstring)
+    return Estimate(float(value), float(lo - shift), float(hi - shift), float(ok.std(ddof=1)))
 
 
 def calibrate_readout(score: Resampled, floor: Resampled, ceiling: Resampled | None = None, n_boot: int = 100,

@@ -1,25 +1,16 @@
 """The ``calibration`` config section: held-out matching, universality and calibrated readouts.
 
-Fields carry their documentation in ``metadata["doc"]`` (and ``metadata["hash"]``),
-as ``saematch.config.opt`` writes them; this module does not import ``saematch.config``
-so that the config module can import it without a cycle.
+Fields are declared with :func:`saematch.configfields.opt` (documentation and hash flag);
+this module does not import ``saematch.config``, so the config module can import it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
-from saematch.errors import ConfigError
-
-
-def _opt(default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"doc": doc, "hash": True})
-
-
-def _check(ok: bool, msg: str) -> None:
-    if not ok:
-        raise ConfigError(msg)
+from saematch.configfields import check as _check
+from saematch.configfields import opt as _opt
 
 
 @dataclass(frozen=True)
@@ -39,9 +30,9 @@ class CalibrationConfig:
                                         "this many bootstrap SEs")
     min_items_per_dim: int = _opt(10, "SVCCA is degenerate below this many items per kept dimension")
     svcca_var: float = _opt(0.99, "SVCCA keeps the components up to this share of the variance (then caps them)")
-    svcca_max_units: int = _opt(4000, "SVCCA on units: seeded subsample of the test units beyond this (it keeps at "
+    svcca_max_units: int = _opt(2000, "SVCCA on units: seeded subsample of the test units beyond this (it keeps at "
                                       "most one direction per min_items_per_dim units)")
-    max_pairs: int = _opt(512, "decoder-row readouts (SVCCA, RSA): seeded subsample of matched pairs beyond this")
+    max_pairs: int = _opt(256, "decoder-row readouts (SVCCA, RSA): seeded subsample of matched pairs beyond this")
     seed: int = _opt(0, "seed of the unit split, the bootstraps and the subsamples")
 
     def __post_init__(self) -> None:

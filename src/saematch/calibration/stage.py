@@ -160,14 +160,18 @@ def best_layers(readouts: pd.DataFrame, cfg: Any, ctx: Any) -> pd.DataFrame:
 
 
 def summarise(readouts: pd.DataFrame, cfg: Any, ctx: Any) -> dict:
-    """Per readout: layer pairs, how many are uninformative, mean score/floor/ceiling/calibrated, and at the
+    """Per readout: layer pairs, how many are uninformative, mean score/floor/ceiling, the mean calibrated score
+    over the informative layer pairs only (NaN when none is: such a readout is not headlined), and at the
     best-matching layer pairs how often floor < score < ceiling."""
     out = {}
     best = best_layers(readouts, cfg, ctx)
     for name, g in readouts.groupby("readout", sort=False):
         b = best[best.readout == name]
         ordered = int(((b["floor"] < b["score"]) & (b["score"] < b["ceiling"])).sum()) if "floor" in b else 0
-        out[name] = {"n_layer_pairs": int(len(g)), "n_uninformative": int(g["uninformative"].sum()),
-                     **{f"mean_{k}": float(g[k].mean()) for k in ("score", "floor", "ceiling", "calibrated") if k in g},
+        informative = g[~g["uninformative"].fillna(True).astype(bool)]
+        out[name] = {"n_layer_pairs": int(len(g)), "n_uninformative": int(len(g) - len(informative)),
+                     **{f"mean_{k}": float(g[k].mean()) for k in ("score", "floor", "ceiling") if k in g},
+                     "mean_calibrated": float(informative["calibrated"].mean()) if len(informative) and
+                     "calibrated" in g else float("nan"),
                      "best_ordered": ordered, "n_best": int(len(b))}
     return out

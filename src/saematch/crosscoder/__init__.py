@@ -9,15 +9,14 @@ Public surface (the pipeline calls these from one node per layer pair):
   mapped cosine, class, Latent Scaling, firing entropy, co-fire) and summary.
 - :func:`latent_activations`, :func:`run_agreement` -> :class:`Agreement`: shared latents against
   the Hungarian pairs of two separate SAEs.
+- ``saematch.crosscoder.node``: the graph node (``build``), its report section (``report_section``),
+  :func:`best_layer_b` and :func:`latent_scaling_summary`.
 
 Public names are loaded lazily (PEP 562): importing this package does no work, so the config
 module can import the stage's config section without cycles.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from saematch.lazy import lazy_exports
 
 _EXPORTS = {'Agreement': 'agreement',
     'ArraySource': 'data',
@@ -27,7 +26,9 @@ _EXPORTS = {'Agreement': 'agreement',
     'CrosscoderResult': 'train',
     'agreement_table': 'agreement',
     'analyse_crosscoder': 'diagnostics',
+    'best_layer_b': 'node',
     'latent_activations': 'agreement',
+    'latent_scaling_summary': 'node',
     'load_crosscoder': 'model',
     'n_train_rows': 'train',
     'run_agreement': 'agreement',
@@ -35,9 +36,4 @@ _EXPORTS = {'Agreement': 'agreement',
     'train_crosscoder': 'train'}
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

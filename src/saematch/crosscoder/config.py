@@ -1,32 +1,24 @@
 """The crosscoder stage's config: one frozen dataclass, validated in ``__post_init__`` only.
 
-Fields carry their documentation in ``metadata["doc"]`` (and ``metadata["hash"]``), as
-``saematch.config.opt`` writes them; this module does not import ``saematch.config`` so that
-the config module can import it without a cycle.
+Fields are declared with :func:`saematch.configfields.opt` (documentation and hash flag); this
+module does not import ``saematch.config``, so the config module can import it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Optional
 
-from saematch.errors import ConfigError
-
-
-def _opt(default: Any, doc: str, hash: bool = True) -> Any:
-    return field(default=default, metadata={"doc": doc, "hash": hash})
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
+from saematch.configfields import check as _check
+from saematch.configfields import opt as _opt
 
 
 @dataclass(frozen=True)
 class CrosscoderConfig:
     """A BatchTopK crosscoder on the aligned units of a layer pair, and its per-latent analysis."""
 
-    enabled: bool = field(default=False, metadata={"doc": "run the crosscoder stage (one node per A layer and its best-matching B layer, plus the random-init floor)", "hash": False})
+    enabled: bool = _opt(False, "run the crosscoder stage (one node per A layer and its best-matching B layer, plus "
+                                "the random-init floor)", hash=False)
 
     expansion: int = _opt(4, "latents = expansion * max(d_model over the models)")
     k: int = _opt(32, "mean active latents per unit (BatchTopK over the batch: k * batch latents kept)")

@@ -50,7 +50,8 @@ def latent_scaling_summary(latents: pd.DataFrame, threshold: float) -> dict[str,
     ``suspect``: exclusive latents with ``nu > threshold``; of them ``shrinkage``
     (the other model's share sits in its error, ``nu_err > threshold``: Complete
     Shrinkage) and ``decoupling`` (other latents reconstruct it, ``nu_rec > threshold``:
-    Latent Decoupling).  A latent can show both.
+    Latent Decoupling).  A latent can show both.  ``scaling_shared_fraction``: live latents of any
+    class with ``nu > threshold`` (both models carry them, by Latent Scaling).
     """
     out: dict[str, Any] = {"threshold": threshold}
     for cls in ("a_only", "b_only"):
@@ -61,6 +62,10 @@ def latent_scaling_summary(latents: pd.DataFrame, threshold: float) -> dict[str,
                     "shrinkage": int((sus["nu_err"] > threshold).sum()),
                     "decoupling": int((sus["nu_rec"] > threshold).sum()),
                     "median_nu": float(sel["nu"].median()) if sel["nu"].notna().any() else float("nan")}
+    live = latents[latents["class"] != "dead"]
+    # a functional view of sharing: the other model carries the latent's direction (by Latent Scaling),
+    # whatever its decoder norms say (they separate only after long training)
+    out["scaling_shared_fraction"] = float((live["nu"] > threshold).mean()) if len(live) else float("nan")
     n_excl = out["a_only"]["n"] + out["b_only"]["n"]
     n_sus = out["a_only"]["suspect"] + out["b_only"]["suspect"]
     out.update(n_exclusive=n_excl, n_suspect=n_sus, suspect_fraction=n_sus / n_excl if n_excl else float("nan"))

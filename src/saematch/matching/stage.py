@@ -126,15 +126,14 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     """The match node of one layer pair: pairs.parquet, with how it was solved in the manifest."""
     from saematch.artifacts import Stage
     from saematch.features.encode import load_csr
-    from saematch.matching.store import write_parquet
-
     from saematch.graph.plan import variant
+    from saematch.matching.store import write_parquet
 
     a, la, b, lb = node.key
     out = node.path
     stage = Stage(out)
     stage.invalidate()
-    va, vb = variant(a), variant(b)
+    va = variant(a)
     fa = ctx.layout.features(va.source if va.kind == "shuffle" else a, la)
     fb = ctx.layout.features(b, lb)
     XA = load_csr(fa)
