@@ -69,9 +69,9 @@ def test_force_train_redoes_saes_and_after_and_nothing_before(tiny):
     after = manifests(run_dir)
     changed = {k for k in before if after[k] != before[k]}
     assert not any(k.startswith(("corpus", "acts")) for k in changed)
-    for prefix in ("saes/", "features/", "pairs/", "similarity/", "report/"):
+    for prefix in ("saes/", "features/", "pairs/", "controls/", "similarity/", "calibration/", "report/"):
         assert any(k.startswith(prefix) for k in changed), prefix
-    assert {n.split(":")[0] for n in res.built} == {"train", "features", "match", "compare", "report"}
+    assert {n.split(":")[0] for n in res.built} == {"train", "features", "match", "compare", "calibrate", "report"}
 
 
 def test_only_selects_nodes_and_force_outside_targets_invalidates(tiny):
@@ -96,7 +96,7 @@ def test_hashing_policy(tiny, tmp_path):
     assert changed("features.encode_batch=7", "extract.batch_size=3", "sae.threads=1", "similarity.workers=1",
                    "sae.checkpoint_every=3", "extract.device=meta") == set()
     assert changed("features.dense_threshold=0.3") == {n for n in base if n.split(":")[0] in
-                                                       ("features", "match", "compare", "report")}
+                                                       ("features", "match", "compare", "calibrate", "report")}
     assert changed("sae.lr=0.01") >= {"train:llama:0", "compare"} and "extract:llama" not in changed("sae.lr=0.01")
     concepts = tmp_path / "concepts.yaml"
     concepts.write_text("war: [war, army]\n")
@@ -180,9 +180,11 @@ def test_jobs_lists_graph_nodes(tiny, capsys):
 
     path, _ = tiny
     assert jobs([str(path)]) == 0
-    assert capsys.readouterr().out.split() == ["llama:0", "llama:3", "gpt2:1"]
+    assert capsys.readouterr().out.split() == ["llama:0", "llama:3", "gpt2:1", "llama@seed1:0", "llama@seed1:3",
+                                               "llama@random:0", "llama@random:3", "gpt2@seed1:1"]
     assert jobs([str(path), "--stage", "match"]) == 0
-    assert capsys.readouterr().out.split() == ["match:llama:0:gpt2:1", "match:llama:3:gpt2:1"]
+    assert capsys.readouterr().out.split()[:3] == ["match:llama:0:gpt2:1", "match:llama@random:0:gpt2:1",
+                                                   "match:llama@shuffle:0:gpt2:1"]
 
 
 def test_rerun_is_fast(tiny):
