@@ -275,6 +275,18 @@ def test_sae_transfer_scores_b_sae_on_mapped_a():
     assert sae_transfer(sae, XB, XB, floor=None)[0].frac_above_floor is None
 
 
+def test_mlp_from_an_honest_ridge_learns_what_ridge_misses_in_many_dims():
+    # many dims for few units: a ridge fitted on every training row fits the MLP's validation rows in
+    # sample, so early stopping judged against it never left epoch 0; init_alpha refits it without them
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((700, 40))
+    Y = 0.2 * X @ rng.standard_normal((40, 12)) + 2 * np.abs(X[:, :12]) + 0.5 * rng.standard_normal((700, 12))
+    ridge = RidgeCVMap(ALPHAS, cv_folds=3).fit(X[:500], Y[:500])
+    mlp = MLPMap(hidden=64, epochs=30, patience=4, lr=1e-3, batch=64, seed=0).fit(X[:500], Y[:500], init_alpha=ridge.alpha_)
+    assert mlp.best_epoch_ > 0
+    assert mlp.score(X[500:], Y[500:]) > ridge.score(X[500:], Y[500:])
+
+
 def test_run_transfer_writes_tables_and_reruns_identically(tiny_dir, tmp_path):
     from transformers import AutoTokenizer
 

@@ -19,13 +19,21 @@ TABLES = {
     "universality": "calibration/universality.parquet",
     "fractions": "calibration/fractions.parquet",
     "calibrated_best": "calibration/best.parquet",
+    "transfer_maps": "transfer/*/maps.parquet",
+    "transfer_sae": "transfer/*/sae.parquet",
+    "transfer_sae_features": "transfer/*/sae_features.parquet",
+    "transfer_steering": "transfer/*/steering.parquet",
+    "transfer_probes": "transfer/*/probes.parquet",
+    "crosscoder_latents": "crosscoders/*/latents.parquet",
+    "crosscoder_agreement": "crosscoders/*/agreement.parquet",
 }
 
 
 class RunStore(PairStore):
     """Query a run: the views ``pairs`` and ``features`` (see :class:`PairStore`) and, once the
     compare stage has run, ``scores``, ``best_layers``, ``depth`` and ``concepts``; once the
-    calibrate stage has run, ``readouts``, ``universality``, ``fractions`` and ``calibrated_best``."""
+    calibrate stage has run, ``readouts``, ``universality``, ``fractions`` and ``calibrated_best``; and the
+    ``transfer_*`` and ``crosscoder_*`` tables of those stages when they are enabled."""
 
     def __init__(self, run_dir: str | Path):
         super().__init__(run_dir)

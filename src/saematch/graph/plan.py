@@ -245,7 +245,8 @@ def build_plan(cfg: RunConfig) -> Plan:
         for la in a.layers:
             if cfg.transfer.enabled:
                 ext.append(plan.add(Node("transfer", (a.key, la, b.key), lay.root / "transfer" / f"{a.key}_L{la:02d}__{b.key}",
-                                         cfg.transfer, (cal.id, *cal_deps), "saematch.transfer.node:build")).id)
+                                         (cfg.transfer, _file_digest(cfg.similarity.concepts)), (cal.id, *cal_deps),
+                                         "saematch.transfer.node:build")).id)
             if cfg.crosscoder.enabled:
                 keys = [a.key] + ([f"{rand_key}@random"] if rand_key == a.key else [])
                 for ka in keys:  # the random-init control's crosscoder is the floor of the shared fraction

@@ -8,37 +8,35 @@ Public surface (the pipeline's transfer node calls :func:`run_transfer`):
   :func:`save_map`, :func:`load_map`, :func:`r2_score`.
 * pieces: :func:`sae_transfer`, :func:`steering_transfer`, :func:`probe_transfer`,
   :func:`unit_labels`, :func:`heldout_prompts`, :func:`probe_matrix`.
+* pipeline: :mod:`saematch.transfer.node` (``build``, ``report_section``, :func:`best_b_layer`,
+  :func:`heldout_runs`); :func:`load_tables` reads every built node's tables as DataFrames.
 
 Public names are loaded lazily (PEP 562): importing this package does no work, so the config
 module can import the stage's config section without cycles.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from saematch.lazy import lazy_exports
 
 _EXPORTS = {'MLPMap': 'mlp',
     'RidgeCVMap': 'maps',
-    'SAETransferResult': 'sae_transfer',
+    'SAETransferResult': 'sae_on_mapped',
     'TransferConfig': 'config',
     'TransferResult': 'stage',
     'WhitenedProcrustesMap': 'maps',
+    'best_b_layer': 'node',
     'heldout_prompts': 'steering',
+    'heldout_runs': 'node',
+    'load_tables': 'report',
     'load_map': 'persist',
     'probe_matrix': 'probes',
     'probe_transfer': 'probes',
     'r2_score': 'maps',
     'run_transfer': 'stage',
-    'sae_transfer': 'sae_transfer',
+    'subsample': 'stage',
+    'sae_transfer': 'sae_on_mapped',
     'save_map': 'persist',
     'steering_transfer': 'steering',
     'unit_labels': 'labels'}
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,8 +1,11 @@
 """The nonlinear map: a linear skip plus one GELU hidden layer, trained in torch.
 
 Fixed seed, early stopping on a validation split of the training units; it
-starts at the ridge solution when given one (the hidden branch starts at zero),
-so on validation it can only improve on ridge.  Its linear part, which carries
+starts at the ridge solution when given one (the hidden branch starts at zero)
+and then keeps that skip fixed, training only the hidden branch on what ridge
+misses (training the skip too moves it off the ridge optimum faster than the
+branch can help, so early stopping returned ridge itself); on validation it can
+only improve on ridge.  Its linear part, which carries
 steering directions, is its mean Jacobian over the training rows (exact, from
 the GELU derivative).
 """
@@ -14,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from saematch.transfer.maps import BaseMap, check_pair
+from saematch.transfer.maps import BaseMap, _ridge_solve, check_pair
 
 
 class _Net(torch.nn.Module):
@@ -51,8 +54,10 @@ class MLPMap(BaseMap):
         self.sy_ = float(np.sqrt(((Y - self.my_) ** 2).mean())) or 1.0
 
     def fit(self, X: np.ndarray, Y: np.ndarray, groups: Optional[np.ndarray] = None,
-            init_linear: Optional[tuple[np.ndarray, np.ndarray]] = None) -> "MLPMap":
-        """Train with early stopping; ``init_linear=(W, b)`` (e.g. ridge's) starts the skip there."""
+            init_linear: Optional[tuple[np.ndarray, np.ndarray]] = None, init_alpha: Optional[float] = None) -> "MLPMap":
+        """Train with early stopping; the skip starts at ``init_linear=(W, b)`` (e.g. ridge's), or with
+        ``init_alpha`` at ridge with that penalty fitted on this map's own training rows (not its
+        validation rows, so early stopping compares the branch against an honest ridge)."""
         X, Y = check_pair(X, Y, min_n=4)
         self._standardise(X, Y)
         rng = np.random.default_rng(self.seed)
@@ -63,12 +68,16 @@ class MLPMap(BaseMap):
         Ys = torch.from_numpy((Y - self.my_) / self.sy_).float()
         torch.manual_seed(self.seed)
         self.net_ = _Net(X.shape[1], Y.shape[1], self.hidden)
+        if init_alpha is not None:
+            init_linear = _ridge_solve(X[tr], Y[tr], init_alpha)
         if init_linear is not None:
             W, b = init_linear
             with torch.no_grad():  # the same affine map, written in standardised units
                 self.net_.skip.weight.copy_(torch.from_numpy(W.T * self.sx_ / self.sy_).float())
                 self.net_.skip.bias.copy_(torch.from_numpy((self.mx_ @ W + b - self.my_) / self.sy_).float())
-        opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            self.net_.skip.requires_grad_(False)  # ridge is already the best affine map: learn what it misses
+        opt = torch.optim.AdamW([p for p in self.net_.parameters() if p.requires_grad], lr=self.lr,
+                                weight_decay=self.weight_decay)
         gen = torch.Generator().manual_seed(self.seed)
 
         def val_loss() -> float:

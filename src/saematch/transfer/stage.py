@@ -3,15 +3,18 @@
 ``run_transfer`` writes into ``out``::
 
     maps/<kind>_a2b.{safetensors,json}, maps/<kind>_b2a.{...}   fitted maps
-    maps.parquet        direction, map, r2/cosine on test (and train), alpha, fit seconds
+    maps.parquet        direction, map, r2/cosine on test (and train), alpha, MLP's best epoch, fit seconds,
+                        r2_floor/cosine_floor (ridge with the control in A's place; NaN without one)
     sae.parquet         B's SAE on mapped A, one row per A -> B map       (when sae_b is given)
-    sae_features.parquet  per-feature correlation through the steer map  (when sae_b is given)
+    sae_features.parquet  per-feature correlation through the steer map (+ corr_floor)  (when sae_b is given)
     steering.parquet    kind, concept, scale, native/mapped/random effects (when adapter_b is given)
     probes.parquet      task, map, probe accuracies                        (when tasks are set)
     result.json         :class:`TransferResult`
     manifest.json       written last, when a config hash is passed
 
-The train/test split holds out whole documents (``units['doc']``), seeded, so
+Every table carries ``model_a, layer_a, model_b, layer_b``.  The train/test
+split is the caller's ``train_mask`` (the pipeline passes the run's held-out
+split), else whole documents (``units['doc']``) held out, seeded, so
 neighbouring units never straddle it; every score is on the held-out units.
 """
 
@@ -35,7 +38,7 @@ from saematch.transfer.maps import BaseMap, RidgeCVMap, WhitenedProcrustesMap, c
 from saematch.transfer.mlp import MLPMap
 from saematch.transfer.persist import save_map
 from saematch.transfer.probes import check_labels, probe_transfer
-from saematch.transfer.sae_transfer import sae_transfer
+from saematch.transfer.sae_on_mapped import sae_transfer
 from saematch.transfer.steering import (
     concept_token_ids,
     diff_of_means,
@@ -63,6 +66,8 @@ class TransferResult:
     steering_success: Optional[float]  # fraction of (kind, concept, scale) rows where mapped beats every random
     probe_bacc_transfer: Optional[dict[str, float]]  # task -> balanced accuracy through the ridge map
     files: list[str] = field(default_factory=list)  # written files, relative to out
+    floor_kind: str = "none"  # 'random-init' (control activations given), 'given' (a number passed) or 'none'
+    r2_floor: Optional[dict[str, float]] = None  # 'a2b' / 'b2a' -> held-out R^2 of ridge with the control in A's place
 
 
 def split_units(units: pd.DataFrame, n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,6 +83,22 @@ def split_units(units: pd.DataFrame, n: int, test_fraction: float, seed: int) ->
     return np.sort(tr), np.sort(te)
 
 
+def subsample(n: int, max_units: Optional[int], seed: int) -> Optional[np.ndarray]:
+    """Sorted seeded row indices when ``n`` exceeds ``max_units``; None keeps every row."""
+    if max_units is None or n <= max_units:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, max_units, replace=False))
+
+
+def _floor_scores(fm: Optional[RidgeCVMap], direction: str, XR: Optional[np.ndarray], XB: np.ndarray,
+                  te: np.ndarray) -> dict[str, float]:
+    """Held-out R^2 and cosine of the control's ridge map in this direction (NaN without one)."""
+    if fm is None or XR is None:
+        return {"r2_floor": np.nan, "cosine_floor": np.nan}
+    X, Y = (XR[te], XB[te]) if direction == "a2b" else (XB[te], XR[te])
+    return {"r2_floor": fm.score(X, Y), "cosine_floor": fm.cosine(X, Y)}
+
+
 def fit_maps(X: np.ndarray, Y: np.ndarray, groups: Optional[np.ndarray], cfg: TransferConfig) -> dict[str, tuple[BaseMap, float]]:
     """Fit every configured map X -> Y; value is (map, seconds)."""
     out: dict[str, tuple[BaseMap, float]] = {}
@@ -91,7 +112,7 @@ def fit_maps(X: np.ndarray, Y: np.ndarray, groups: Optional[np.ndarray], cfg: Tr
         t = time.perf_counter()
         mlp = MLPMap(cfg.mlp_hidden, cfg.mlp_epochs, cfg.mlp_patience, cfg.mlp_lr, cfg.mlp_weight_decay,
                      cfg.mlp_batch, cfg.mlp_val_fraction, cfg.seed)
-        out["mlp"] = (mlp.fit(X, Y, init_linear=ridge.linear_part()), time.perf_counter() - t)
+        out["mlp"] = (mlp.fit(X, Y, init_alpha=ridge.alpha_), time.perf_counter() - t)
     return out
 
 
@@ -108,7 +129,8 @@ def run_transfer(
     concepts: Optional[dict[str, set[str]]] = None,
     adapter_b: Any = None, tokenizer_b: Any = None, prompts_b: Optional[torch.Tensor] = None,
     sae_a: Any = None, sae_b: Any = None, pairs: Optional[pd.DataFrame] = None,
-    floor: Optional[float] = None, config_hash: Optional[str] = None,
+    floor: Optional[float] = None, X_floor: Optional[np.ndarray | torch.Tensor] = None,
+    train_mask: Optional[np.ndarray] = None, config_hash: Optional[str] = None,
 ) -> TransferResult:
     """Maps A <-> B, then SAE, steering and probe transfer through them; write tables into ``out``.
 
@@ -117,23 +139,48 @@ def run_transfer(
     steering needs ``adapter_b``, ``tokenizer_b``, held-out ``prompts_b`` and
     ``concepts``; the feature kind also needs ``sae_a``, ``sae_b`` and ``pairs``
     (feature_a, feature_b); SAE transfer needs ``sae_b``.  What is missing is skipped.
+
+    ``X_floor``: a control's activations on the same units in A's place (the
+    random-init network): ridge is fitted from it as from A, giving the maps'
+    floor R^2, and B's SAE read through that map gives the SAE-transfer floor,
+    percentile ``cfg.floor_pct`` of its per-feature correlations (unless a
+    ``floor`` number is passed).  ``train_mask`` (bool per unit): the run's split,
+    True = fit, False = score; default: whole documents held out by ``cfg.test_fraction``.
     """
     XA_, XB_ = check_pair(np.asarray(XA, np.float64), np.asarray(XB, np.float64), min_n=20)
     if len(units) != XA_.shape[0]:
         raise SaematchError(f"units table has {len(units)} rows but the activations have {XA_.shape[0]}")
+    XR_ = None if X_floor is None else check_pair(np.asarray(X_floor, np.float64), XB_, min_n=20)[0]
+    mask = None if train_mask is None else np.asarray(train_mask, bool)
+    if mask is not None and mask.shape != (len(units),):
+        raise SaematchError(f"train_mask has shape {mask.shape} but there are {len(units)} units")
     units = units.reset_index(drop=True)
-    if cfg.max_units is not None and len(units) > cfg.max_units:
-        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(units), cfg.max_units, replace=False))
+    keep = subsample(len(units), cfg.max_units, cfg.seed)
+    if keep is not None:
         XA_, XB_, units = XA_[keep], XB_[keep], units.iloc[keep].reset_index(drop=True)
+        XR_ = None if XR_ is None else XR_[keep]
+        mask = None if mask is None else mask[keep]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if config_hash is not None:
         Stage(out).invalidate()
-    tr, te = split_units(units, len(units), cfg.test_fraction, cfg.seed)
+    if mask is not None:
+        tr, te = np.flatnonzero(mask), np.flatnonzero(~mask)
+        if min(len(tr), len(te)) < 2 * cfg.cv_folds:
+            raise SaematchError(f"the split leaves {len(tr)} training and {len(te)} held-out units; "
+                                f"transfer needs at least {2 * cfg.cv_folds} of each")
+    else:
+        tr, te = split_units(units, len(units), cfg.test_fraction, cfg.seed)
+    labels = {"model_a": model_a, "layer_a": layer_a, "model_b": model_b, "layer_b": layer_b}
     groups = units["doc"].to_numpy()[tr] if "doc" in units else None
     task_data = _task_data(units, texts, doc_ids, cfg.tasks, tr, te)  # fail fast, before any fitting
     files: list[Path] = []
 
+    floor_maps: dict[str, RidgeCVMap] = {}
+    if XR_ is not None:  # the control in A's place, through the same ridge recipe
+        for direction, (X, Y) in {"a2b": (XR_, XB_), "b2a": (XB_, XR_)}.items():
+            fm = floor_maps[direction] = RidgeCVMap(cfg.alphas, cfg.cv_folds, cfg.seed).fit(X[tr], Y[tr], groups=groups)
+            log.info("transfer floor %s: ridge R2 %.3f", direction, fm.score(X[te], Y[te]))
     maps: dict[str, dict[str, BaseMap]] = {}
     rows = []
     for direction, (X, Y) in {"a2b": (XA_, XB_), "b2a": (XB_, XA_)}.items():
@@ -144,27 +191,39 @@ def run_transfer(
                               model_a=model_a, layer_a=layer_a, model_b=model_b, layer_b=layer_b)
             rows.append({"direction": direction, "map": kind, "r2": m.score(X[te], Y[te]), "cosine": m.cosine(X[te], Y[te]),
                          "r2_train": m.score(X[tr], Y[tr]), "alpha": getattr(m, "alpha_", np.nan),
-                         "alpha_rel": getattr(m, "alpha_rel_", np.nan), "fit_s": secs})
+                         "alpha_rel": getattr(m, "alpha_rel_", np.nan), "best_epoch": getattr(m, "best_epoch_", np.nan),
+                         "fit_s": secs, **_floor_scores(
+                             floor_maps.get(direction) if kind == "ridge" else None, direction, XR_, XB_, te)})
             log.info("transfer %s L%d -> %s L%d: %s %s R2 %.3f", model_a, layer_a, model_b, layer_b, kind, direction, rows[-1]["r2"])
-    map_table = pd.DataFrame(rows).assign(model_a=model_a, layer_a=layer_a, model_b=model_b, layer_b=layer_b)
+    map_table = pd.DataFrame(rows).assign(**labels)
     files.append(_write_parquet(out / "maps.parquet", map_table))
 
     sae_summary = None
+    floor_kind = "given" if floor is not None else "random-init" if XR_ is not None else "none"
     if sae_b is not None:
+        corr_floor = None
+        if floor is None and XR_ is not None:
+            _, ftab = sae_transfer(sae_b, floor_maps["a2b"].transform(XR_[te]), XB_[te], batch=cfg.sae_batch)
+            corr_floor = ftab["corr"].to_numpy()
+            alive = ~np.isnan(corr_floor)
+            floor = float(np.percentile(corr_floor[alive], cfg.floor_pct)) if alive.any() else None
         sae_rows = []
         for kind, m in maps["a2b"].items():
             res, feats = sae_transfer(sae_b, m.transform(XA_[te]), XB_[te], floor=floor, batch=cfg.sae_batch)
-            sae_rows.append({"map": kind, **res.to_dict()})
+            sae_rows.append({"map": kind, **res.to_dict(), "floor_kind": floor_kind,
+                             "median_corr_floor": np.nan if corr_floor is None else float(np.nanmedian(corr_floor))})
             if kind == cfg.steer_map:
                 sae_summary = res.to_dict()
-                files.append(_write_parquet(out / "sae_features.parquet", feats))
-        files.append(_write_parquet(out / "sae.parquet", pd.DataFrame(sae_rows)))
+                if corr_floor is not None:
+                    feats["corr_floor"] = corr_floor
+                files.append(_write_parquet(out / "sae_features.parquet", feats.assign(**labels)))
+        files.append(_write_parquet(out / "sae.parquet", pd.DataFrame(sae_rows).assign(**labels)))
 
     steering_success = None
     if adapter_b is not None and tokenizer_b is not None and prompts_b is not None and concepts:
         table = _steering(XA_[tr], XB_[tr], units.iloc[tr], maps["a2b"][cfg.steer_map], cfg, concepts,
                           adapter_b, tokenizer_b, prompts_b, layer_b, sae_a, sae_b, pairs)
-        files.append(_write_parquet(out / "steering.parquet", table))
+        files.append(_write_parquet(out / "steering.parquet", table.assign(**labels)))
         steering_success = float(table["success"].mean()) if len(table) else None
 
     probe_summary = None
@@ -176,7 +235,7 @@ def run_transfer(
             prow += probe_transfer(XA_[tr][k_tr], XB_[tr][k_tr], y[tr][k_tr], XA_[te][k_te], XB_[te][k_te], y[te][k_te],
                                    {kind: X[k_te] for kind, X in XB_te_in_A.items()}, task,
                                    cfg.probe_C, cfg.probe_max_iter, cfg.seed)
-        ptable = pd.DataFrame(prow).assign(model_a=model_a, layer_a=layer_a, model_b=model_b, layer_b=layer_b)
+        ptable = pd.DataFrame(prow).assign(**labels)
         files.append(_write_parquet(out / "probes.parquet", ptable))
         probe_summary = {r["task"]: r["bacc_transfer"] for r in prow if r["map"] == "ridge"}
 
@@ -186,7 +245,9 @@ def run_transfer(
         cosine={f"{r['map']}_{r['direction']}": float(r["cosine"]) for r in rows},
         ridge_alpha_rel={d: float(maps[d]["ridge"].alpha_rel_) for d in maps},  # type: ignore[attr-defined]
         sae=sae_summary, steering_success=steering_success, probe_bacc_transfer=probe_summary,
-        files=[str(f.relative_to(out)) for f in files] + ["result.json"],
+        files=[str(f.relative_to(out)) for f in files] + ["result.json"], floor_kind=floor_kind,
+        r2_floor={d: float(fm.score(*((XR_[te], XB_[te]) if d == "a2b" else (XB_[te], XR_[te]))))
+                  for d, fm in floor_maps.items()} or None,
     )
     write_json(out / "result.json", asdict(result))
     if config_hash is not None:
@@ -230,7 +291,8 @@ def _steering(
     if "diffmean" in cfg.steer_kinds:
         for name, mask in zip(names, masks):
             vectors[("diffmean", name)] = (diff_of_means(XB, mask), m.map_directions(diff_of_means(XA, mask)[None])[0])
-    if "feature" in cfg.steer_kinds and sae_a is not None and sae_b is not None and pairs is not None and names:
+    if "feature" in cfg.steer_kinds and sae_a is not None and sae_b is not None and pairs is not None and len(pairs) \
+            and names:
         fa, fb = pairs["feature_a"].to_numpy(), pairs["feature_b"].to_numpy()
         best = selective_features(sae_a, XA, np.stack(masks), fa, cfg.sae_batch)
         dec_a = sae_a.W_dec.detach().double().cpu().numpy()
