@@ -174,16 +174,6 @@ def _nanmean(x: np.ndarray) -> float:
     return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
-def _drop_columns(X: sp.csr_matrix, drop: np.ndarray | None) -> sp.csr_matrix:
-    """Zero the columns of excluded features so they never fire (and are never paired)."""
-    if drop is None or not np.any(drop):
-        return X
-    drop = np.asarray(drop, bool)
-    if drop.shape != (X.shape[1],):
-        raise SaematchError(f"an exclusion mask needs one entry per feature ({X.shape[1]}), got {drop.shape}")
-    return (X @ sp.diags((~drop).astype(X.dtype))).tocsr()
-
-
 def heldout_match(XA: sp.csr_matrix, XB: sp.csr_matrix, train_mask: np.ndarray, match_cfg: Any,
                   drop_a: np.ndarray | None = None, drop_b: np.ndarray | None = None) -> HeldOut:
     """Pair A's and B's features on the train units (``matching.stage.assign``), score them on the rest.
@@ -193,7 +183,7 @@ def heldout_match(XA: sp.csr_matrix, XB: sp.csr_matrix, train_mask: np.ndarray, 
     (method, dense_limit, candidates_k).  drop_a/drop_b: ``[F]`` bool masks of features
     excluded from pairing (dead, or dense with ``drop_dense``).
     """
-    from saematch.matching.stage import assign  # the matching stage pulls in the config module
+    from saematch.matching.stage import _exclude, assign  # the matching stage pulls in the config module
 
     XA, XB = sp.csr_matrix(XA), sp.csr_matrix(XB)
     mask = np.asarray(train_mask, bool)
@@ -203,7 +193,7 @@ def heldout_match(XA: sp.csr_matrix, XB: sp.csr_matrix, train_mask: np.ndarray, 
     n_train, n_test = int(mask.sum()), int((~mask).sum())
     if n_train < 2 or n_test < 2:
         raise SaematchError(f"held-out matching needs at least 2 train and 2 test units, got {n_train} and {n_test}")
-    res = assign(_drop_columns(XA[mask], drop_a), _drop_columns(XB[mask], drop_b), match_cfg)
+    res = assign(_exclude(XA[mask], drop_a), _exclude(XB[mask], drop_b), match_cfg)
     order = np.argsort(-res.values, kind="stable")
     ra, cb = res.rows[order].astype(np.int64), res.cols[order].astype(np.int64)
     test = pair_correlations(XA[~mask], XB[~mask], ra, cb)

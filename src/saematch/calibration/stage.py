@@ -124,7 +124,8 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     readouts = pd.DataFrame(rows)
     files = [out / "readouts.parquet"]
     write_parquet(readouts, out / "readouts.parquet")
-    summary: dict[str, Any] = {"readouts": summarise(readouts, cfg, ctx)}
+    best = best_layers(readouts, cfg, ctx)
+    summary: dict[str, Any] = {"readouts": summarise(readouts, best)}
     if unis:
         uni = pd.concat(unis, ignore_index=True)
         keys = ["model_a", "layer_a", "model_b", "layer_b"]
@@ -137,7 +138,6 @@ def build(node: Any, ctx: Any, chash: str) -> None:
         write_parquet(frac, out / "fractions.parquet")
         files += [out / "universality.parquet", out / "fractions.parquet"]
         summary["universal_fraction"] = float(uni["universal"].mean())
-    best = best_layers(readouts, cfg, ctx)
     write_parquet(best, out / "best.parquet")
     files.append(out / "best.parquet")
     write_json(out / "summary.json", summary)
@@ -159,12 +159,11 @@ def best_layers(readouts: pd.DataFrame, cfg: Any, ctx: Any) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarise(readouts: pd.DataFrame, cfg: Any, ctx: Any) -> dict:
+def summarise(readouts: pd.DataFrame, best: pd.DataFrame) -> dict:
     """Per readout: layer pairs, how many are uninformative, mean score/floor/ceiling, the mean calibrated score
     over the informative layer pairs only (NaN when none is: such a readout is not headlined), and at the
     best-matching layer pairs how often floor < score < ceiling."""
     out = {}
-    best = best_layers(readouts, cfg, ctx)
     for name, g in readouts.groupby("readout", sort=False):
         b = best[best.readout == name]
         ordered = int(((b["floor"] < b["score"]) & (b["score"] < b["ceiling"])).sum()) if "floor" in b else 0

@@ -42,18 +42,18 @@ class Agreement:
 
 @torch.no_grad()
 def latent_activations(cc: Crosscoder, inputs: Sequence[SourceLike], start: int = 0, stop: Optional[int] = None,
-                       batch: int = 2048, max_active: int = 64) -> sp.csr_matrix:
-    """CSR ``[stop - start, F]`` of the crosscoder's inference code (at most ``max_active`` latents per unit)."""
+                       batch: int = 2048) -> sp.csr_matrix:
+    """CSR ``[stop - start, F]`` of the crosscoder's inference code: every positive activation, no cap
+    (the inference threshold bounds nothing per unit)."""
     sources = as_sources(inputs)
     stop = sources[0].n_rows if stop is None else min(stop, sources[0].n_rows)
-    kk = min(max_active, cc.d_latent)
     indptr, indices, values, total = [np.zeros(1, np.int64)], [], [], 0
     for xs in aligned_rows(sources, start, stop, batch):
-        vals, idx = cc.encode(xs).topk(kk, dim=1)
-        keep = vals > 0
-        counts = keep.sum(1).numpy()
-        indices.append(idx[keep].numpy().astype(np.int32))
-        values.append(vals[keep].numpy().astype(np.float32))
+        f = cc.encode(xs)
+        rows, idx = torch.nonzero(f > 0, as_tuple=True)
+        counts = (f > 0).sum(1).numpy()
+        indices.append(idx.numpy().astype(np.int32))
+        values.append(f[rows, idx].numpy().astype(np.float32))
         indptr.append(total + np.cumsum(counts))
         total += int(counts.sum())
     if not values:

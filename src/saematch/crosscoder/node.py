@@ -86,7 +86,7 @@ def _agreement(ctx: Any, cc: Any, sources: list, ka: str, la: int, kb: str, lb: 
     if XA.shape[0] != n_rows or XB.shape[0] != n_rows:
         raise SaematchError(f"feature activations cover {XA.shape[0]} / {XB.shape[0]} units, the activation stores "
                             f"{n_rows}: the features of {ka} L{la} / {kb} L{lb} are from another corpus")
-    Z = latent_activations(cc, sources, n_train, stop, max_active=cc.d_latent)
+    Z = latent_activations(cc, sources, n_train, stop)
     latents = pd.read_parquet(out / "latents.parquet")
     return run_agreement(Z, XA[n_train:stop], XB[n_train:stop], pairs, latents, cfg.top_units, out=out)
 

@@ -11,6 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from saematch.config import MatchConfig
+from saematch.errors import SaematchError
 from saematch.features.cards import punctuation_only
 from saematch.matching.assign import Assignment
 
@@ -40,12 +41,14 @@ class MatchInfo:
     mean_corr_train: float = float("nan")
 
 
-def _exclude(X: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:
-    """Zero the columns of excluded features (so they never fire and drop out)."""
-    if not drop.any():
+def _exclude(X: sp.csr_matrix, drop: Optional[np.ndarray]) -> sp.csr_matrix:
+    """Zero the columns of excluded features (so they never fire and are never paired)."""
+    if drop is None or not np.any(drop):
         return X
-    keep = sp.diags((~drop).astype(np.float32))
-    return (X @ keep).tocsr()
+    drop = np.asarray(drop, bool)
+    if drop.shape != (X.shape[1],):
+        raise SaematchError(f"an exclusion mask needs one entry per feature ({X.shape[1]}), got {drop.shape}")
+    return (X @ sp.diags((~drop).astype(X.dtype))).tocsr()
 
 
 def assign(XA: sp.csr_matrix, XB: sp.csr_matrix, cfg: MatchConfig) -> Assignment:
