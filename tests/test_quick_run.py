@@ -46,7 +46,7 @@ def test_query_universal(quick_run, capsys):
     import json
 
     rows = json.loads(capsys.readouterr().out)
-    assert all(r["universal"] for r in rows)
+    assert rows and all(r["universal"] for r in rows)  # the quick run has universal pairs, and only those are listed
 
 
 def test_browser_on_the_quick_run_in_headless_chromium(quick_run):
