@@ -121,10 +121,11 @@ def test_d_in_mismatch_is_clear(planted):
         check_fits(fake, spec, 3, 64, "x")
 
 
-@pytest.mark.parametrize("rescale", [True, False])
-def test_sparse_topk_equals_saelens_loss_and_gradients(rescale):
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _topk_pair(rescale: bool, device: str, kernel: str = "sparse"):
     import sae_lens as sl
-    from sae_lens.saes.sae import TrainStepInput
 
     from saematch.sae.sparse_topk import make_sparse_topk
 
@@ -137,20 +138,49 @@ def test_sparse_topk_equals_saelens_loss_and_gradients(rescale):
         dense.b_enc.normal_(0, 0.1)
         dense.b_dec.normal_(0, 0.1)
     sparse.load_state_dict(dense.state_dict())
-    x = torch.randn(64, 24)
-    dead = torch.zeros(96, dtype=torch.bool)
+    sparse.kernels = {"decode": kernel, "encoder_grad": kernel}
+    return dense.to(device), sparse.to(device)
+
+
+def _forward(sae, x, dead):
+    from sae_lens.saes.sae import TrainStepInput
+
+    step = TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead, n_training_steps=0, is_logging_step=False)
+    out = sae.training_forward_pass(step)
+    out.loss.backward()
+    return out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kernel", ["sparse", "dense"])
+@pytest.mark.parametrize("rescale", [True, False])
+def test_sparse_topk_equals_saelens_loss_and_gradients(rescale, kernel, device):
+    """Our TopK class against SAELens' own, on every device present and with both kernels."""
+    dense, sparse = _topk_pair(rescale, device, kernel)
+    x = torch.randn(64, 24, device=device)
+    dead = torch.zeros(96, dtype=torch.bool, device=device)
     dead[torch.randperm(96)[:30]] = True
-    outs = []
-    for sae in (dense, sparse):
-        step = TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead, n_training_steps=0, is_logging_step=False)
-        out = sae.training_forward_pass(step)
-        out.loss.backward()
-        outs.append(out)
-    d, s = outs
-    assert s.losses["auxiliary_reconstruction_loss"] > 0
+    d, s = (_forward(sae, x, dead) for sae in (dense, sparse))
+    assert s.feature_acts.is_sparse and s.losses["auxiliary_reconstruction_loss"] > 0
     for key in ("mse_loss", "auxiliary_reconstruction_loss"):
         torch.testing.assert_close(s.losses[key], d.losses[key], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(s.sae_out, d.sae_out, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(s.feature_acts, d.feature_acts, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(s.feature_acts.to_dense(), d.feature_acts, rtol=1e-5, atol=1e-6)
     for name, p in dense.named_parameters():
         torch.testing.assert_close(dict(sparse.named_parameters())[name].grad, p.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kernel", ["sparse", "dense"])
+def test_sparse_topk_under_bf16_autocast_keeps_fp32_weights(kernel, device):
+    """Mixed precision: under bf16 autocast the loss stays within bf16 error of SAELens' own under autocast,
+    and the weights and their gradients stay fp32 (master weights)."""
+    dense, sparse = _topk_pair(False, device, kernel)
+    x = torch.randn(64, 24, device=device)
+    outs = []
+    for sae in (dense, sparse):
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+            outs.append(_forward(sae, x, None))
+    loss_d, loss_s = (float(o.loss.detach()) for o in outs)
+    assert abs(loss_s - loss_d) <= 0.02 * loss_d
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in sparse.parameters())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable, Optional
 
@@ -205,18 +206,36 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+MISSING_HINTS = {
+    "sae_lens": "pip install sae-lens==6.54.12 (on a GPU machine with no network, see train/README.md)",
+    "transformer_lens": "it comes with sae-lens: pip install sae-lens==6.54.12 (offline: train/README.md)",
+}
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """The CLI's log format on stderr; chatty libraries at WARNING."""
+    rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", 1)) > 1 else None
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="saematch: %(message)s", stream=sys.stderr, force=True,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format=f"saematch{'[rank ' + rank + ']' if rank else ''}: %(message)s", stream=sys.stderr, force=True,
     )
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
     try:
         return COMMANDS[args.command](args)
     except SaematchError as exc:
         print(f"saematch: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # an optional heavy dependency (SAELens) missing on this machine
+        if (exc.name or "").split(".")[0] not in MISSING_HINTS:
+            raise
+        print(f"saematch: error: this step needs the package '{exc.name}': {MISSING_HINTS[exc.name.split('.')[0]]}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("saematch: interrupted; rerun the same command to resume", file=sys.stderr)

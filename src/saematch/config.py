@@ -25,6 +25,7 @@ from saematch.configfields import check as _check
 from saematch.configfields import opt, req
 from saematch.configio import apply_override, from_dict, load_yaml
 from saematch.crosscoder.config import CrosscoderConfig
+from saematch.devices import DEVICE_DOC, OVERRIDE_DOC, check_spec
 from saematch.errors import ConfigError
 from saematch.registry import MATCHERS, SAE_ARCHITECTURES
 from saematch.transfer.config import TransferConfig
@@ -94,7 +95,7 @@ class ExtractConfig:
     batch_size: int = opt(8, "windows per forward pass", hash=False)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = opt(
         "auto", "model compute dtype; 'auto' = bfloat16 where it is fast (GPU, CPUs with bf16 kernels), else float32")
-    device: str = opt("cpu", "torch device of the models", hash=False)
+    device: Optional[str] = opt(None, OVERRIDE_DOC, hash=False)
     store_dtype: Literal["bfloat16", "float16"] = opt("bfloat16", "dtype of the stored activations")
     shard_units: int = opt(4096, "rows per shard file")
     threads: Optional[int] = opt(None, "torch CPU threads; default: all cores", hash=False)
@@ -102,6 +103,7 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "extract.batch_size must be positive")
         _check(self.shard_units >= 64, "extract.shard_units must be at least 64")
+        check_spec(self.device, "extract.device")
 
 
 @dataclass(frozen=True)
@@ -124,9 +126,21 @@ class SAEConfig:
     checkpoint_every: int = opt(50, "steps between checkpoints (resume points)", hash=False)
     loss_windows: int = opt(8, "corpus windows for the LM-loss splice eval (0 disables it)", hash=False)
     threads: Optional[int] = opt(None, "torch CPU threads; default: all cores", hash=False)
+    device: Optional[str] = opt(None, OVERRIDE_DOC + " (training and the LM-loss eval)", hash=False)
+    autocast: Optional[bool] = opt(None, "bf16 autocast of the encoder and decoder products, fp32 master weights "
+                                         "(SAELens' autocast); default: on for CUDA, off on CPU")
+    kernel: Literal["auto", "sparse", "dense"] = opt(
+        "auto", "TopK decoder and encoder-gradient kernels: sparse (embedding_bag, sparse product), dense, or auto "
+                "(the faster of the two, timed once per device and shape; the choice is in the manifest)", hash=False)
+    feed_in_ram: Optional[bool] = opt(None, "hold the layer's training rows in RAM across epochs; default: when "
+                                            "they fit in a quarter of the available memory", hash=False)
+    prefetch: int = opt(4, "batches prepared ahead by the feed's background thread (pinned memory on CUDA)",
+                        hash=False)
 
     def __post_init__(self) -> None:
         _check(self.expansion >= 1, "sae.expansion must be >= 1")
+        check_spec(self.device, "sae.device")
+        _check(self.prefetch >= 1, "sae.prefetch must be >= 1")
         _check(self.lr > 0, "sae.lr must be positive")
         _check(self.training_tokens >= self.batch_size, "sae.training_tokens must be >= sae.batch_size")
         _check(0.0 < self.eval_fraction < 0.5, "sae.eval_fraction must be in (0, 0.5)")
@@ -152,8 +166,10 @@ class FeaturesConfig:
     top_contexts: int = opt(8, "contexts kept per feature card")
     context_chars: int = opt(60, "characters of text either side of a unit in a card")
     encode_batch: int = opt(2048, "units per SAE encode batch", hash=False)
+    device: Optional[str] = opt(None, OVERRIDE_DOC + " (SAE encoding)", hash=False)
 
     def __post_init__(self) -> None:
+        check_spec(self.device, "features.device")
         _check(self.max_active is None or self.max_active >= 1, "features.max_active must be >= 1")
         _check(0.0 < self.dense_threshold <= 1.0, "features.dense_threshold must be in (0, 1]")
 
@@ -250,6 +266,7 @@ class RunConfig:
 
     models: tuple[ModelSpec, ...] = req("the models to compare (two or more)")
     run_dir: str = opt("runs/demo", "directory of every artifact of the run", hash=False)
+    device: str = opt("auto", DEVICE_DOC + "; a stage's own `device` overrides it", hash=False)
     cache_dir: Optional[str] = opt(None, "converted models; default $SAEMATCH_CACHE or ~/.cache/saematch", hash=False)
     corpus: CorpusConfig = opt(doc="text source and alignment", factory=CorpusConfig)
     extract: ExtractConfig = opt(doc="residual activations", factory=ExtractConfig)
@@ -267,6 +284,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check(len(self.models) >= 2, "models: give at least two models to compare")
+        check_spec(self.device, "device")
         keys = [m.key for m in self.models]
         _check(len(set(keys)) == len(keys), f"models: labels must be unique, got {keys}")
         _check(all("@" not in k for k in keys), "models: a label may not contain '@' (it marks control variants)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 from saematch.errors import SaematchError
@@ -26,6 +25,7 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     import torch
 
     from saematch.activations.extract import DistInfo, extract_model
+    from saematch.devices import stage_device
     from saematch.graph.plan import variant
 
     cfg = ctx.cfg
@@ -35,9 +35,7 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     if cfg.extract.threads:
         torch.set_num_threads(cfg.extract.threads)
     dist = DistInfo.from_env()
-    device = cfg.extract.device
-    if device == "cuda" and dist.world > 1:
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+    device = stage_device(cfg, "extract")  # under torchrun, cuda means the rank's own GPU
     ctx.forget_stores(spec.key)
     random_init = var.kind == "random"
     res = extract_model(ctx.corpus, spec, lambda: ctx.model(src, device, random_init), cfg.extract, ctx.layout, chash,

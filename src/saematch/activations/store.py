@@ -134,13 +134,15 @@ class LayerStore:
 
     def batches(
         self, batch: int, start: int = 0, stop: int | None = None, seed: int = 0,
-        loop: bool = True, scale: float = 1.0, skip: int = 0,
+        loop: bool = True, scale: float = 1.0, skip: int = 0, in_memory: bool = False,
     ) -> Iterator[torch.Tensor]:
         """Shuffled float32 ``[batch, d_model]`` tensors over rows ``[start, stop)``, times ``scale``.
 
         Every batch has exactly ``batch`` rows (what SAELens' trainer needs).
         With ``loop`` it cycles forever through epochs, reshuffling each time.
-        Memory holds one shard plus a carry-over of less than ``batch`` rows.
+        Memory holds one shard plus a carry-over of less than ``batch`` rows; with
+        ``in_memory`` the rows read in the first epoch are kept (in the stored
+        dtype) and later epochs read no file.  The batches are the same either way.
         ``skip`` drops that many batches first (used to resume deterministically).
         """
         stop = self.n_rows if stop is None else stop
@@ -149,13 +151,19 @@ class LayerStore:
         epoch = 0
         carry = torch.zeros(0, self.d_model)
         produced = 0
+        held: dict[int, torch.Tensor] = {}
         while True:
             rng = np.random.default_rng([seed, epoch])
             ks = [k for k in range(self.n_shards) if k * self.shard_units < stop and (k + 1) * self.shard_units > start]
             for k in rng.permutation(ks):
                 lo = max(start, k * self.shard_units)
                 hi = min(stop, (k + 1) * self.shard_units)
-                x = self.read_rows(lo, hi)
+                if k in held:
+                    x = held[k].float()
+                else:
+                    x = self.read_rows(lo, hi)
+                    if in_memory:
+                        held[k] = x.to(STORE_DTYPES[self.dtype])
                 x = x[torch.from_numpy(rng.permutation(len(x)))]
                 x = torch.cat([carry, x])
                 n_full = len(x) // batch
@@ -167,6 +175,18 @@ class LayerStore:
             epoch += 1
             if not loop:
                 return
+
+
+def fits_in_ram(store: LayerStore, rows: int, fraction: float = 0.25) -> bool:
+    """True when ``rows`` rows of ``store`` (in their stored dtype) take less than ``fraction`` of the
+    memory available now."""
+    import os
+
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return False
+    return rows * store.d_model * torch.empty(0, dtype=STORE_DTYPES[store.dtype]).element_size() < fraction * avail
 
 
 def open_layer(root: str | Path, verify: bool = True) -> LayerStore:

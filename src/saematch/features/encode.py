@@ -41,14 +41,15 @@ class Encoded:
 
 @torch.no_grad()
 def encode_sparse(sae: Any, store: LayerStore, batch: int = 2048, max_active: Optional[int] = None) -> Encoded:
-    """Every positive latent activation of the SAE over the whole store (the largest ``max_active`` if set)."""
+    """Every positive latent activation of the SAE over the whole store (the largest ``max_active`` if set),
+    computed on the SAE's device; only the sparse result comes back to the host."""
     d_sae = int(sae.cfg.d_sae)
     indptr = [np.zeros(1, np.int64)]
     indices, values = [], []
     total, max_l0, cut = 0, 0, 0
     bar = tqdm(total=store.n_rows, desc=f"encode {store.root.parent.name}/{store.root.name}", unit="unit", disable=None)
     for x in store.iter_rows(0, store.n_rows, batch):
-        f = sae.encode(x.to(sae.W_enc.dtype)).float()
+        f = sae.encode(x.to(sae.W_enc.device, sae.W_enc.dtype, non_blocking=True)).float()
         counts = (f > 0).sum(1)
         max_l0 = max(max_l0, int(counts.max()) if len(counts) else 0)
         if max_active is not None and len(counts) and int(counts.max()) > max_active:
@@ -60,9 +61,9 @@ def encode_sparse(sae: Any, store: LayerStore, batch: int = 2048, max_active: Op
         else:
             rows, idx = torch.nonzero(f > 0, as_tuple=True)
             vals = f[rows, idx]
-        indices.append(idx.numpy().astype(np.int32))
-        values.append(vals.numpy().astype(np.float32))
-        indptr.append(total + np.cumsum(counts.numpy()))
+        indices.append(idx.cpu().numpy().astype(np.int32))
+        values.append(vals.cpu().numpy().astype(np.float32))
+        indptr.append(total + np.cumsum(counts.cpu().numpy()))
         total += int(counts.sum())
         bar.update(len(x))
     bar.close()

@@ -10,6 +10,7 @@ log = logging.getLogger(__name__)
 
 def build(node: Any, ctx: Any, chash: str) -> None:
     from saematch.artifacts import Stage
+    from saematch.devices import stage_device
     from saematch.features.cards import feature_cards
     from saematch.features.encode import encode_sparse, save_csr
     from saematch.matching.store import write_parquet
@@ -19,7 +20,8 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     cfg = ctx.cfg.features
     out = node.path
     stage = Stage(out)
-    sae = load_sae_dir(ctx.layout.sae(key, layer))
+    device = stage_device(ctx.cfg, "features")
+    sae = load_sae_dir(ctx.layout.sae(key, layer)).to(device)
     enc = encode_sparse(sae, ctx.store(key, layer), cfg.encode_batch, max_active=cfg.max_active)
     if cfg.max_active is not None:
         log.warning("features %s L%d: features.max_active=%d cut %d of %d units (largest L0 %d); recorded in the manifest",

@@ -46,12 +46,15 @@ class RunContext:
         return self._n_layers[spec.key]
 
     def model(self, spec: ModelSpec, device: Optional[str] = None, random_init: bool = False) -> Any:
-        """The model's adapter, loaded once (``random_init``: its architecture with seeded random weights)."""
-        key = (spec.key, random_init)
+        """The model's adapter, loaded once per device (``random_init``: its architecture with seeded random
+        weights); ``device`` defaults to the extract stage's."""
+        from saematch.devices import stage_device
+
+        dev = device or stage_device(self.cfg, "extract")
+        key = (spec.key, random_init, dev)
         if key not in self._models:
             from saematch.adapter import load_model, load_random_init
 
-            dev = device or self.cfg.extract.device
             if random_init:
                 self._models[key] = load_random_init(spec.name, self.cfg.cache_path, self.cfg.controls.random_seed,
                                                      self.cfg.extract.dtype, dev, spec.trust_remote_code, spec.revision)

@@ -50,19 +50,21 @@ def reconstruction_stats(
 ) -> SAEEval:
     """Stream rows ``[start, stop)`` through the SAE and accumulate quality statistics."""
     d_sae = sae.cfg.d_sae
-    fires = torch.zeros(d_sae, dtype=torch.long)
+    device = sae.W_dec.device
+    fires = torch.zeros(d_sae, dtype=torch.long, device=device)
     sse = 0.0
     sum_x = torch.zeros(store.d_model, dtype=torch.float64)
     sum_sq = 0.0
     l0 = 0.0
     n = 0
     for x in store.iter_rows(start, stop, batch):
-        f = sae.encode(x)
+        xd = x.to(device, non_blocking=True)
+        f = sae.encode(xd)
         x_hat = sae.decode(f)
         active = f != 0
         fires += active.sum(0)
         l0 += float(active.sum())
-        sse += float((x - x_hat).double().pow(2).sum())
+        sse += float((xd - x_hat).double().pow(2).sum())
         sum_x += x.double().sum(0)
         sum_sq += float(x.double().pow(2).sum())
         n += len(x)

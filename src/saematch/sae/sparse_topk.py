@@ -11,7 +11,12 @@ k).  Everything else is sparse:
   weight gradient is an index_add into the k selected columns per row;
 - decoding is ``embedding_bag`` over the k active decoder rows (forward and
   backward touch ``batch x k`` rows);
-- the aux-k loss for dead latents uses the dead latents' columns only.
+- the aux-k loss for dead latents uses the dead latents' columns only;
+- the latent activations handed to the trainer are a sparse COO tensor, so its
+  firing statistics never build a dense ``[batch, d_sae]`` array.
+
+Where a dense product is faster (GPUs at large batches), ``kernels.py`` swaps
+the decoder and the encoder-gradient kernels for dense ones, per device.
 
 The forward values, loss and gradients equal SAELens' own class (tested), and
 saving goes through SAELens unchanged, so the files are ordinary ``topk`` SAEs.
@@ -24,36 +29,41 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from saematch.sae.kernels import decode, encoder_grad
 
 
 class _GatheredLinear(torch.autograd.Function):
-    """``(x @ W + bias).gather(1, idx)`` from a precomputed product; the backward is sparse.
+    """``(x @ W + bias).gather(1, idx)`` from a precomputed product; the backward is sparse or dense
+    (``kernels.encoder_grad``).
 
     x ``[B, d_in]`` (no gradient), W ``[d_in, d_sae]``, bias ``[d_sae]``, idx ``[B, k]``.
-    The weight gradient is a sparse ``G^T @ x`` with ``B * k`` non-zeros
-    (torch sparse COO; 8 ms at 1024 x 4608 x 576 on 2 cores) instead of the
-    dense product (45 ms).
+    With the sparse kernel the weight gradient is a ``G^T @ x`` with ``B * k`` non-zeros
+    (torch sparse COO; 8 ms at 1024 x 4608 x 576 on 2 cores) instead of the dense product (45 ms).
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, W: torch.Tensor, bias: torch.Tensor, idx: torch.Tensor,
-                pre: torch.Tensor) -> torch.Tensor:
+                pre: torch.Tensor, kernel: str) -> torch.Tensor:
         ctx.save_for_backward(x, idx)
-        ctx.d_sae = W.shape[1]
+        ctx.d_sae, ctx.kernel, ctx.dtypes = W.shape[1], kernel, (W.dtype, bias.dtype)
         return pre.gather(1, idx)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         x, idx = ctx.saved_tensors
-        B, k = idx.shape
-        flat = idx.reshape(-1)
-        g = grad.reshape(-1)
-        rows = torch.arange(B).repeat_interleave(k)
-        G = torch.sparse_coo_tensor(torch.stack([flat, rows]), g, (ctx.d_sae, B), check_invariants=False)
-        gW = torch.sparse.mm(G, x).t()  # [d_in, d_sae]; top-k indices are distinct within a row
-        gb = torch.zeros(ctx.d_sae, dtype=grad.dtype).index_add_(0, flat, g)
-        return None, gW, gb, None, None
+        gW, gb = encoder_grad(ctx.kernel, x, idx, grad, ctx.d_sae)
+        return None, gW.to(ctx.dtypes[0]), gb.to(ctx.dtypes[1]), None, None, None
+
+
+def _sparse_rows(idx_BK: torch.Tensor, acts_BK: torch.Tensor, d_sae: int) -> torch.Tensor:
+    """The ``[B, d_sae]`` latent activations as a coalesced COO tensor (SAELens' trainer accepts it), positive
+    entries only: the trainer's firing statistics then never touch a dense ``[B, d_sae]`` array."""
+    B, k = idx_BK.shape
+    rows = torch.arange(B, device=idx_BK.device).repeat_interleave(k)
+    keep = acts_BK.reshape(-1) > 0
+    return torch.sparse_coo_tensor(torch.stack([rows[keep], idx_BK.reshape(-1)[keep]]), acts_BK.reshape(-1)[keep],
+                                   (B, d_sae), check_invariants=False).coalesce()
 
 
 def sparse_topk_class() -> type:
@@ -62,10 +72,13 @@ def sparse_topk_class() -> type:
     from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
 
     class SparseTopKTrainingSAE(TopKTrainingSAE):
+        #: ``{"decode": "sparse"|"dense", "encoder_grad": ...}``, set by the trainer (``kernels.choose``)
+        kernels = {"decode": "sparse", "encoder_grad": "sparse"}
+
         def _decode(self, idx: torch.Tensor, acts: torch.Tensor, norm: torch.Tensor | None) -> torch.Tensor:
             """``sum_k acts[:, k] * W_dec[idx[:, k]]`` (rows rescaled to unit norm when configured), no bias."""
             w = acts / norm[idx] if norm is not None else acts
-            return F.embedding_bag(idx, self.W_dec, per_sample_weights=w, mode="sum")
+            return decode(self.kernels["decode"], idx, w, self.W_dec)
 
         def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
             x = self.run_time_activation_norm_fn_in(self.reshape_fn_in(step_input.sae_in.to(self.dtype)))
@@ -77,17 +90,18 @@ def sparse_topk_class() -> type:
                 pre = torch.addmm(bias, x, self.W_enc)  # [B, d_sae], the one dense product
                 hidden = pre * norm if norm is not None else pre
                 idx = hidden.topk(self.cfg.k, dim=-1, sorted=False).indices  # [B, k]
-            pre_k = _GatheredLinear.apply(x, self.W_enc, bias, idx, pre)
+            pre_k = _GatheredLinear.apply(x, self.W_enc, bias, idx, pre, self.kernels["encoder_grad"])
             if norm is not None:
                 pre_k = pre_k * norm[idx]
-            acts = F.relu(pre_k)
+            acts = torch.relu(pre_k)
             sae_out = self._decode(idx, acts, norm) + self.b_dec
+            sae_out = sae_out.float()  # bf16 under autocast; the loss and the trainer's statistics in fp32
             mse = (sae_out - step_input.sae_in.to(sae_out.dtype)).pow(2).sum(dim=-1).mean()
             sae_in = x - self.b_dec * self.cfg.apply_b_dec_to_input
             aux = self._aux_loss(step_input, sae_in, sae_out, norm)
             losses = {"mse_loss": mse, "auxiliary_reconstruction_loss": aux}
             with torch.no_grad():
-                feature_acts = torch.zeros_like(hidden).scatter_(-1, idx, acts)
+                feature_acts = _sparse_rows(idx, acts.detach().float(), hidden.shape[-1])
             return TrainStepOutput(sae_in=step_input.sae_in, sae_out=sae_out, feature_acts=feature_acts,
                                    hidden_pre=hidden, loss=mse + aux, losses=losses)
 

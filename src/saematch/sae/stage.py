@@ -18,6 +18,7 @@ from saematch.adapter import ModelAdapter
 from saematch.artifacts import Stage, write_json
 from saematch.config import ModelSpec, SAEConfig
 from saematch.corpus import Corpus
+from saematch.devices import stage_device
 from saematch.logger import Logger, NullLogger
 from saematch.sae.evaluate import LossProbe, SAEEval, reconstruction_stats
 from saematch.sae.load import check_fits, load_pretrained, load_sae_dir
@@ -45,18 +46,21 @@ def loss_batch(corpus: Corpus, model: str, n_windows: int) -> Optional[torch.Ten
 
 def evaluate_sae(
     sae: Any, store: LayerStore, cfg: SAEConfig, layer: int, probe: Optional[LossProbe], scale: Optional[float] = None,
+    device: str = "cpu",
 ) -> SAEEval:
-    """Reconstruction quality on the held-out rows, and the LM-loss splice when ``probe`` is given."""
+    """Reconstruction quality on the held-out rows, and the LM-loss splice when ``probe`` is given, on ``device``
+    (the probe's model sits on the same device)."""
+    sae = sae.float().to(device)
     ev = reconstruction_stats(sae, store, n_train_rows(store.n_rows, cfg), store.n_rows)
     extra: dict[str, Any] = {"scale": scale}
     if probe is not None:
-        extra.update(probe(sae.float(), layer))
+        extra.update(probe(sae, layer))
     return SAEEval(**{**ev.to_dict(), **extra})
 
 
 def sae_for_layer(
     spec: ModelSpec, layer: int, store: LayerStore, cfg: SAEConfig, out: Path, chash: str,
-    probe: Optional[LossProbe], logger: Logger = NullLogger(),
+    probe: Optional[LossProbe], logger: Logger = NullLogger(), device: str = "cpu",
 ) -> SAEEval:
     """Train (or load) and evaluate one SAE, writing it atomically under ``out``."""
     stage = Stage(out)
@@ -71,28 +75,31 @@ def sae_for_layer(
             (tmp / name).replace(out / name)
         tmp.rmdir()
         sae, scale = load_sae_dir(out), None
+        run: dict[str, Any] = {"device": device}
     else:
-        res = train_sae(store, cfg, out, n_train_rows(store.n_rows, cfg), ModelAdapter.hook_name(layer), logger, prefix)
+        res = train_sae(store, cfg, out, n_train_rows(store.n_rows, cfg), ModelAdapter.hook_name(layer), logger, prefix,
+                        device)
         sae, scale = res.sae, res.scale
-    ev = evaluate_sae(sae, store, cfg, layer, probe, scale)
+        run = {"device": res.device, "kernels": res.kernels, "feed_share": res.feed_share}
+    ev = evaluate_sae(sae, store, cfg, layer, probe, scale, device)
     write_json(out / "eval.json", ev.to_dict())
     logger.log({f"{prefix}eval/{k}": v for k, v in ev.to_dict().items() if v is not None})
     stage.finish(chash, [out / "cfg.json", out / "sae_weights.safetensors", out / "eval.json"],
-                 model=spec.name, layer=layer, scale=scale, pretrained=spec.pretrained)
+                 model=spec.name, layer=layer, scale=scale, pretrained=spec.pretrained, training=run)
     (out / CKPT).unlink(missing_ok=True)
     log.info("SAE %s: FVU %.3f, L0 %.1f, dead %.1f%%, loss recovered %s", prefix.rstrip("/"), ev.fvu, ev.l0,
              100 * ev.dead_frac, "n/a" if ev.loss_recovered is None else f"{ev.loss_recovered:.3f}")
     return ev
 
 
-def _probe(ctx: Any, spec: ModelSpec) -> Optional[LossProbe]:
-    """The model's LM-loss probe, made once per run (its clean loss is shared by the layers)."""
+def _probe(ctx: Any, spec: ModelSpec, device: str) -> Optional[LossProbe]:
+    """The model's LM-loss probe on ``device``, made once per run (its clean loss is shared by the layers)."""
 
     def make() -> Optional[LossProbe]:
         ids = loss_batch(ctx.corpus, spec.key, ctx.cfg.sae.loss_windows)
-        return None if ids is None else LossProbe(lambda: ctx.model(spec), ids, len(ctx.corpus.prefix(spec.key)))
+        return None if ids is None else LossProbe(lambda: ctx.model(spec, device), ids, len(ctx.corpus.prefix(spec.key)))
 
-    return ctx.memo(("loss-probe", spec.key), make)
+    return ctx.memo(("loss-probe", spec.key, device), make)
 
 
 def build(node: Any, ctx: Any, chash: str) -> None:
@@ -107,12 +114,13 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     cfg = ctx.cfg.sae
     if ctx.cfg.sae.threads:
         torch.set_num_threads(ctx.cfg.sae.threads)
-    probe = _probe(ctx, spec) if var.kind == "model" else None  # controls: no LM-loss splice (documented)
+    device = stage_device(ctx.cfg, "sae")
+    probe = _probe(ctx, spec, device) if var.kind == "model" else None  # controls: no LM-loss splice (documented)
     if var.kind == "twin":
         cfg = dataclasses.replace(cfg, seed=ctx.cfg.controls.twin_seed)
     if var.kind != "model":
         spec = dataclasses.replace(spec, label=key, sae_release=None, sae_id=None, sae_path=None)
-    sae_for_layer(spec, layer, ctx.store(key, layer), cfg, node.path, chash, probe, ctx.logger)
+    sae_for_layer(spec, layer, ctx.store(key, layer), cfg, node.path, chash, probe, ctx.logger, device)
 
 
 def reevaluate(node: Any, ctx: Any) -> SAEEval:
@@ -122,8 +130,9 @@ def reevaluate(node: Any, ctx: Any) -> SAEEval:
     key, layer = node.key
     stage = Stage(node.path)
     man = stage.manifest()
-    ev = evaluate_sae(load_sae_dir(node.path), ctx.store(key, layer), ctx.cfg.sae, layer, _probe(ctx, ctx.spec(key)),
-                      man.get("scale"))
+    device = stage_device(ctx.cfg, "sae")
+    ev = evaluate_sae(load_sae_dir(node.path), ctx.store(key, layer), ctx.cfg.sae, layer,
+                      _probe(ctx, ctx.spec(key), device), man.get("scale"), device)
     write_json(node.path / "eval.json", ev.to_dict())
     stage.finish(man["config_hash"], [node.path / "cfg.json", node.path / "sae_weights.safetensors", node.path / "eval.json"],
                  **{k: v for k, v in man.items() if k not in {"config_hash", "files"}})

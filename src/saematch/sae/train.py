@@ -16,29 +16,37 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from saematch.activations import LayerStore
+from saematch.activations.store import fits_in_ram
 from saematch.artifacts import atomic_path
 from saematch.config import SAEConfig
+from saematch.devices import synchronize
 from saematch.errors import ArtifactError
 from saematch.logger import Logger, NullLogger
+from saematch.sae import kernels
+from saematch.sae.feed import Prefetcher
 
 log = logging.getLogger(__name__)
 CKPT = "checkpoint.safetensors"
 
 
-def make_training_sae(cfg: SAEConfig, d_in: int, hook: str = "") -> Any:
-    """A fresh SAELens training SAE of the configured (registered) architecture."""
-    common: dict[str, Any] = {"d_in": d_in, "d_sae": cfg.expansion * d_in, "dtype": "float32", "device": "cpu"}
+def make_training_sae(cfg: SAEConfig, d_in: int, hook: str = "", device: str = "cpu") -> Any:
+    """A fresh SAELens training SAE of the configured (registered) architecture, fp32 on ``device``;
+    a TopK SAE gets the kernels ``cfg.kernel`` picks for the device and the batch shape."""
+    common: dict[str, Any] = {"d_in": d_in, "d_sae": cfg.expansion * d_in, "dtype": "float32", "device": device}
     sae = cfg.training_sae(common)
     sae.cfg.metadata.hook_name = hook
+    if hasattr(sae, "kernels"):
+        sae.kernels = kernels.choose(cfg.kernel, device, cfg.batch_size, sae.cfg.k, d_in, sae.cfg.d_sae)
     return sae
 
 
@@ -63,29 +71,42 @@ class TrainResult:
     scale: float
     steps: int
     resumed_from: int
+    device: str = "cpu"
+    kernels: Optional[dict[str, str]] = None
+    feed_share: Optional[float] = None
 
 
-def _make_trainer(cfg: SAEConfig, sae: Any, data: Iterator[torch.Tensor]) -> Any:
+def _make_trainer(cfg: SAEConfig, sae: Any, data: Iterator[torch.Tensor], device: str = "cpu",
+                  autocast: bool = False) -> Any:
     from sae_lens import SAETrainer
     from sae_lens.config import LoggingConfig, SAETrainerConfig
 
     tcfg = SAETrainerConfig(
         total_training_samples=cfg.training_tokens, train_batch_size_samples=cfg.batch_size, lr=cfg.lr,
         lr_end=cfg.lr / 10, lr_scheduler_name=cfg.lr_scheduler, lr_warm_up_steps=cfg.lr_warm_up_steps,
-        lr_decay_steps=cfg.lr_decay_steps, device="cpu", logger=LoggingConfig(log_to_wandb=False),
+        lr_decay_steps=cfg.lr_decay_steps, device=device, autocast=autocast, logger=LoggingConfig(log_to_wandb=False),
         dead_feature_window=max(50, cfg.training_tokens // cfg.batch_size // 4),
     )
-    return SAETrainer(cfg=tcfg, sae=sae, data_provider=data)
+    trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=data)
+    fuse_adam(trainer.optimizer)
+    return trainer
+
+
+def fuse_adam(optimizer: Any) -> None:
+    """Switch SAELens' Adam to torch's fused kernel (same update, one pass over each parameter; 3x faster
+    than the default multi-tensor kernel on this 2-core CPU, and supported on CUDA)."""
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = True, False
 
 
 def save_checkpoint(path: Path, trainer: Any, scale: float) -> None:
-    tensors = {f"sae.{k}": v.detach().contiguous() for k, v in trainer.sae.state_dict().items()}
+    tensors = {f"sae.{k}": v.detach().cpu().contiguous() for k, v in trainer.sae.state_dict().items()}
     opt = trainer.optimizer.state_dict()
     for i, st in opt["state"].items():
         for name, val in st.items():
-            tensors[f"opt.{i}.{name}"] = torch.as_tensor(val).contiguous()
-    tensors["act_freq_scores"] = trainer.act_freq_scores
-    tensors["n_forward_passes_since_fired"] = trainer.n_forward_passes_since_fired
+            tensors[f"opt.{i}.{name}"] = torch.as_tensor(val).cpu().contiguous()
+    tensors["act_freq_scores"] = trainer.act_freq_scores.cpu()
+    tensors["n_forward_passes_since_fired"] = trainer.n_forward_passes_since_fired.cpu()
     meta = {"steps": trainer.n_training_steps, "samples": trainer.n_training_samples,
             "frac_samples": trainer.n_frac_active_samples, "scale": scale}
     with atomic_path(path) as tmp:
@@ -110,8 +131,9 @@ def load_checkpoint(path: Path, trainer: Any) -> dict[str, Any]:
             _, i, name = k.split(".", 2)
             state.setdefault(int(i), {})[name] = v
     trainer.optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
-    trainer.act_freq_scores = tensors["act_freq_scores"]
-    trainer.n_forward_passes_since_fired = tensors["n_forward_passes_since_fired"]
+    device = trainer.act_freq_scores.device
+    trainer.act_freq_scores = tensors["act_freq_scores"].to(device)
+    trainer.n_forward_passes_since_fired = tensors["n_forward_passes_since_fired"].to(device)
     trainer.n_training_steps, trainer.n_training_samples = meta["steps"], meta["samples"]
     trainer.n_frac_active_samples = meta["frac_samples"]
     import warnings
@@ -127,51 +149,75 @@ def load_checkpoint(path: Path, trainer: Any) -> dict[str, Any]:
 
 def train_sae(
     store: LayerStore, cfg: SAEConfig, out: Path, n_train: int, hook: str = "",
-    logger: Logger = NullLogger(), log_prefix: str = "",
+    logger: Logger = NullLogger(), log_prefix: str = "", device: str = "cpu",
 ) -> TrainResult:
-    """Train on rows ``[0, n_train)`` of ``store``; checkpoint into ``out`` as it goes."""
+    """Train on rows ``[0, n_train)`` of ``store`` on ``device``; checkpoint into ``out`` as it goes."""
+    from saematch.devices import autocast_on
+
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CKPT
     torch.manual_seed(cfg.seed)
-    sae = make_training_sae(cfg, store.d_model, hook)
+    sae = make_training_sae(cfg, store.d_model, hook, device)
     scale, mean = activation_stats(store, n_train)
     with torch.no_grad():  # start the decoder bias at the data mean (residuals have a large mean component)
-        sae.b_dec.copy_(mean * scale)
-    holder: dict[str, Any] = {}
+        sae.b_dec.copy_(mean.to(device) * scale)
+    in_ram = fits_in_ram(store, n_train) if cfg.feed_in_ram is None else cfg.feed_in_ram
+    autocast = autocast_on(cfg.autocast, device)
+    log.info("%straining on %s (autocast bf16: %s, layer held in RAM: %s, kernels: %s)", log_prefix, device,
+             autocast, in_ram, getattr(sae, "kernels", None))
+    feed: list[Prefetcher] = []
 
-    def data() -> Iterator[torch.Tensor]:
-        yield from store.batches(cfg.batch_size, 0, n_train, seed=cfg.seed, scale=holder["scale"], skip=holder["skip"])
+    def data(skip: int) -> Prefetcher:
+        for old in feed:
+            old.close()
+        batches = store.batches(cfg.batch_size, 0, n_train, seed=cfg.seed, scale=holder["scale"], skip=skip,
+                                in_memory=in_ram)
+        feed[:] = [Prefetcher(batches, device, cfg.prefetch)]
+        return feed[0]
 
-    holder.update(scale=scale, skip=0)
-    trainer = _make_trainer(cfg, sae, data())
+    holder: dict[str, Any] = {"scale": scale}
+    trainer = _make_trainer(cfg, sae, data(0), device, autocast)
     resumed = 0
     if ckpt.is_file():
         meta = load_checkpoint(ckpt, trainer)
         resumed = meta["steps"]
-        holder.update(scale=meta["scale"], skip=resumed)
-        trainer.data_provider = data()
+        holder.update(scale=meta["scale"])
+        trainer.data_provider = data(resumed)
         log.info("%sresuming SAE training at step %d", log_prefix, resumed)
     total = cfg.training_tokens // cfg.batch_size
     bar = tqdm(total=total, initial=trainer.n_training_steps, desc=f"train {log_prefix}".strip(), unit="step", disable=None)
-    while trainer.n_training_steps < total:
-        trainer.maybe_reset_sparsity()
-        output = trainer.step(next(trainer.data_provider))
-        trainer.n_training_steps += 1
-        bar.update(1)
-        if trainer.n_training_steps % 10 == 0 or trainer.n_training_steps == total:
-            stats = trainer.build_train_step_log_dict(output, trainer.n_training_samples)
-            fvu = 1.0 - stats["metrics/explained_variance"]
-            dead = float(trainer.dead_neurons.float().mean())
-            bar.set_postfix(fvu=f"{fvu:.3f}", l0=f"{stats['metrics/l0']:.1f}", dead=f"{dead:.2f}")
-            logger.log({f"{log_prefix}train/loss": stats["losses/overall_loss"], f"{log_prefix}train/fvu": fvu,
-                        f"{log_prefix}train/l0": stats["metrics/l0"], f"{log_prefix}train/dead_frac": dead})
-        if trainer.n_training_steps % cfg.checkpoint_every == 0 and trainer.n_training_steps < total:
-            save_checkpoint(ckpt, trainer, holder["scale"])
-    bar.close()
+    t0 = time.perf_counter()
+    try:
+        while trainer.n_training_steps < total:
+            trainer.maybe_reset_sparsity()
+            output = trainer.step(next(trainer.data_provider))
+            trainer.n_training_steps += 1
+            bar.update(1)
+            if trainer.n_training_steps % 10 == 0 or trainer.n_training_steps == total:
+                _log_step(trainer, output, bar, logger, log_prefix)
+            if trainer.n_training_steps % cfg.checkpoint_every == 0 and trainer.n_training_steps < total:
+                save_checkpoint(ckpt, trainer, holder["scale"])
+    finally:
+        bar.close()
+        for f in feed:
+            f.close()
+    synchronize(device)
+    elapsed = time.perf_counter() - t0
+    share = feed[0].wait_s / elapsed if feed and elapsed > 0 and feed[0].n else None
     trainer.set_final_sae_metadata()
-    trained = trainer.sae
+    trained = trainer.sae.to("cpu")
     trained.fold_activation_norm_scaling_factor(holder["scale"])
-    return TrainResult(to_inference(trained, out), holder["scale"], trainer.n_training_steps, resumed)
+    return TrainResult(to_inference(trained, out), holder["scale"], trainer.n_training_steps, resumed, device,
+                       getattr(sae, "kernels", None), share)
+
+
+def _log_step(trainer: Any, output: Any, bar: Any, logger: Logger, log_prefix: str) -> None:
+    stats = trainer.build_train_step_log_dict(output, trainer.n_training_samples)
+    fvu = 1.0 - stats["metrics/explained_variance"]
+    dead = float(trainer.dead_neurons.float().mean())
+    bar.set_postfix(fvu=f"{fvu:.3f}", l0=f"{stats['metrics/l0']:.1f}", dead=f"{dead:.2f}")
+    logger.log({f"{log_prefix}train/loss": stats["losses/overall_loss"], f"{log_prefix}train/fvu": fvu,
+                f"{log_prefix}train/l0": stats["metrics/l0"], f"{log_prefix}train/dead_frac": dead})
 
 
 def to_inference(trained: Any, out: Path) -> Any:
