@@ -184,3 +184,18 @@ def test_sparse_topk_under_bf16_autocast_keeps_fp32_weights(kernel, device):
     loss_d, loss_s = (float(o.loss.detach()) for o in outs)
     assert abs(loss_s - loss_d) <= 0.02 * loss_d
     assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in sparse.parameters())
+
+
+def test_training_is_the_same_with_dense_kernels_and_a_streaming_feed(planted, tmp_path):
+    """The kernels, the in-RAM layer and the prefetch feed are speed choices: a short run with the dense
+    kernels, streamed from disk, ends at the same weights up to rounding (fp32 sums in another order)."""
+    store = planted[0]
+    short = dataclasses.replace(CFG, training_tokens=512 * 20, checkpoint_every=1000)
+    runs = {}
+    for name, cfg in {"default": dataclasses.replace(short, feed_in_ram=True),
+                      "dense-streamed": dataclasses.replace(short, kernel="dense", feed_in_ram=False, prefetch=1)}.items():
+        res = train_sae(store, cfg, tmp_path / name, n_train=int(store.n_rows * 0.9), device="cpu")
+        assert res.device == "cpu" and res.feed_share is not None and 0 <= res.feed_share < 1
+        runs[name] = res
+    assert runs["dense-streamed"].kernels == {"decode": "dense", "encoder_grad": "dense"}
+    torch.testing.assert_close(runs["dense-streamed"].sae.W_dec, runs["default"].sae.W_dec, rtol=1e-3, atol=1e-4)
