@@ -9,12 +9,13 @@
 On CUDA all three run under bf16 autocast (as SAELens and sparsify train there); on the CPU none does.
 Also printed: the feed's share of our step time (time spent waiting for a batch).
 
-    python bench/train_sae.py [--steps 30] [--threads 2]                       # CPU: d_in 576, 8x, k 32
+    python bench/train_sae.py [--steps 10 --rounds 3] [--threads 2]            # CPU: d_in 576, 8x, k 32
     python bench/train_sae.py --device cuda --d-in 2304 --d-sae 16384 --k 64 --batch 4096   # Gemma-2-2B shapes
 """
 
 import argparse
 import contextlib
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from saematch.sae.train import _make_trainer
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--d-in", type=int, default=576)
     ap.add_argument("--d-sae", type=int, default=None, help="default: 8 x d_in")
     ap.add_argument("--k", type=int, default=32)
@@ -39,6 +40,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--kernel", default="auto", choices=("auto", "sparse", "dense"))
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each trainer --steps per round); "
+                                                          "medians are reported, so a load change hits all alike")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = resolve(args.device)
@@ -46,15 +49,19 @@ def main() -> None:
     F = args.d_sae or 8 * d
     amp = autocast_on(None, dev)
     cast = (lambda: torch.autocast(torch.device(dev).type, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
-    cfg = TopKSAEConfig(expansion=max(1, F // d), k=k, batch_size=B, training_tokens=B * (args.steps + 2), lr=3e-4,
+    cfg = TopKSAEConfig(expansion=max(1, F // d), k=k, batch_size=B, training_tokens=B * 10 ** 6, lr=3e-4,
                         kernel=args.kernel)
     n = B * 16
     x = torch.randn(n, d)
-    mem = [x[i * B % n:(i * B % n) + B].to(dev) for i in range(args.steps + 2)]
+    mem = [x[i * B % n:(i * B % n) + B].to(dev) for i in range(16)]
+
+    def cycle():
+        i = 0
+        while True:
+            yield mem[i % len(mem)]
+            i += 1
 
     def timed(step, batches) -> float:
-        step(next(batches))  # warm-up
-        step(next(batches))
         synchronize(dev)
         t = time.perf_counter()
         for _ in range(args.steps):
@@ -78,42 +85,55 @@ def main() -> None:
                 group["fused"], group["foreach"] = None, None
         return trainer, getattr(sae, "kernels", None)
 
+    try:
+        from sparsify import SparseCoder, SparseCoderConfig
+    except ImportError:
+        SparseCoder = None
+        print("sparsify not installed (pip install --no-deps eai-sparsify natsort schedulefree): skipped")
+    rates: dict[str, list[float]] = {"ours": [], "saelens": [], "sparsify": []}
     with tempfile.TemporaryDirectory() as tmp:
         for s in range(4):
             write_shard(Path(tmp), s, x[s * n // 4:(s + 1) * n // 4].to(torch.bfloat16))
         finish_layer(Path(tmp), "", n, n // 4, d_model=d, dtype="bfloat16")
         store = open_layer(tmp)
         with Prefetcher(store.batches(B, in_memory=True), dev, depth=4) as feed:
-            trainer, chosen = saelens_trainer(False, feed)
-            t0 = time.perf_counter()
-            ours = timed(trainer.step, feed)
-            wall = time.perf_counter() - t0
-            share = feed.wait_s / wall
-    saelens = timed(saelens_trainer(True, iter(mem))[0].step, iter(mem))
+            ours, chosen = saelens_trainer(False, feed)
+            stock = saelens_trainer(True, cycle())[0]
+            steps = {"ours": (ours.step, feed), "saelens": (stock.step, stock.data_provider)}
+            if SparseCoder is not None:
+                torch.manual_seed(0)
+                sc = SparseCoder(d, SparseCoderConfig(num_latents=F, k=k), device=dev)
+                opt = torch.optim.Adam(sc.parameters(), lr=3e-4)
 
-    print(f"device {dev}, d_in {d}, d_sae {F}, k {k}, batch {B}, {args.steps} steps, {torch.get_num_threads()} threads, "
-          f"bf16 autocast {amp}; our kernels {chosen}")
-    print(f"ours (store feed):                           {ours:9.0f} tok/s")
-    print(f"SAELens TopKTrainingSAE (tensors on device): {saelens:9.0f} tok/s  ratio ours/SAELens {ours / saelens:.2f}")
+                def sp_step(batch):
+                    with cast():
+                        out = sc(batch)
+                    out.fvu.backward()
+                    opt.step()
+                    opt.zero_grad()
+
+                steps["sparsify"] = (sp_step, cycle())
+            for step, batches in steps.values():  # warm-up
+                step(next(batches))
+                step(next(batches))
+            ours_time, wait0 = 0.0, feed.wait_s
+            for _ in range(args.rounds):
+                for name, (step, batches) in steps.items():
+                    t = time.perf_counter()
+                    rates[name].append(timed(step, batches))
+                    if name == "ours":
+                        ours_time += time.perf_counter() - t
+            share = (feed.wait_s - wait0) / ours_time
+    med = {name: statistics.median(r) for name, r in rates.items() if r}
+    print(f"device {dev}, d_in {d}, d_sae {F}, k {k}, batch {B}, {args.rounds} rounds x {args.steps} steps, "
+          f"{torch.get_num_threads()} threads, bf16 autocast {amp}; our kernels {chosen}; medians over the rounds")
+    print(f"ours (store feed):                           {med['ours']:9.0f} tok/s")
+    print(f"SAELens TopKTrainingSAE (tensors on device): {med['saelens']:9.0f} tok/s  "
+          f"ratio ours/SAELens {med['ours'] / med['saelens']:.2f}")
+    if "sparsify" in med:
+        print(f"sparsify SparseCoder (torch Adam):           {med['sparsify']:9.0f} tok/s  "
+              f"ratio ours/sparsify {med['ours'] / med['sparsify']:.2f}")
     print(f"feed share of our step time (waiting for a batch): {share:.1%}")
-    try:
-        from sparsify import SparseCoder, SparseCoderConfig
-    except ImportError:
-        print("sparsify not installed (pip install --no-deps eai-sparsify natsort schedulefree): skipped")
-        return
-    torch.manual_seed(0)
-    sc = SparseCoder(d, SparseCoderConfig(num_latents=F, k=k), device=dev)
-    opt = torch.optim.Adam(sc.parameters(), lr=3e-4)
-
-    def sp_step(batch):
-        with cast():
-            out = sc(batch)
-        out.fvu.backward()
-        opt.step()
-        opt.zero_grad()
-
-    sp_rate = timed(sp_step, iter(mem))
-    print(f"sparsify SparseCoder (torch Adam):           {sp_rate:9.0f} tok/s  ratio ours/sparsify {ours / sp_rate:.2f}")
 
 
 if __name__ == "__main__":

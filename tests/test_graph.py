@@ -95,7 +95,7 @@ def test_hashing_policy(tiny, tmp_path):
 
     assert changed("features.encode_batch=7", "extract.batch_size=3", "sae.threads=1", "similarity.workers=1",
                    "sae.checkpoint_every=3", "extract.device=cuda:1", "device=cpu", "sae.device=cuda",
-                   "features.device=cpu", "sae.kernel=dense", "sae.feed_in_ram=false", "sae.prefetch=2") == set()
+                   "features.device=cpu", "matching.device=cpu", "sae.kernel=dense", "sae.feed_in_ram=false", "sae.prefetch=2") == set()
     assert "train:llama:0" in changed("sae.autocast=true")  # bf16 products change the result
     assert changed("features.dense_threshold=0.3") == {n for n in base if n.split(":")[0] in
                                                        ("features", "match", "compare", "calibrate", "report")}

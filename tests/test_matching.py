@@ -109,7 +109,7 @@ def test_match_pair_flags(tmp_path):
     assert (df["rank"].to_numpy() == np.arange(1, 51)).all() and df["correlation"].is_monotonic_decreasing
     assert (df["keep"] == ~(df["below_min_corr"] | df["punctuation"])).all()
     df2, info2 = match_pair(XA, XB, cards("a", 50), cards("b", 50), HungarianConfig(drop_dense=True, dense_limit=10))
-    assert info2.excluded_a == 1 and info2.solver == "sparse-lapjvsp" and 0 not in df2["feature_a"].tolist()
+    assert info2.excluded_a == 1 and info2.solver == "sparse-ssp" and info2.gap == 0 and 0 not in df2["feature_a"].tolist()
 
 
 def test_duals_are_feasible_and_tight():

@@ -187,8 +187,11 @@ class MatchConfig:
     min_corr: float = opt(0.0, "pairs below this correlation are flagged (keep=false), not dropped")
     drop_dense: bool = opt(False, "exclude features flagged dense (features.dense_threshold)")
     token_filter: bool = opt(False, "flag pairs whose top units are punctuation/special only")
+    device: Optional[str] = opt(None, OVERRIDE_DOC + " (the correlation pass of sparse solves; solves run on the "
+                                      "CPU)", hash=False)
 
     def __post_init__(self) -> None:
+        check_spec(self.device, "matching.device")
         _check(-1.0 <= self.min_corr <= 1.0, "matching.min_corr must be in [-1, 1]")
         if self.layer_pairs != "all":
             _check(all(len(p) == 2 for p in self.layer_pairs), "matching.layer_pairs must be [LA, LB] pairs")

@@ -6,11 +6,14 @@ equals ``linear_sum_assignment`` on ``max(C, 0)``, and handles F_A != F_B.
 
 Beyond ``dense_limit`` features the problem is solved on a sparse candidate
 graph (top-K positive correlations per row and column) with
-``scipy.sparse.csgraph.min_weight_full_bipartite_matching``, plus dummy
-"unmatched" nodes of score 0 so a full matching always exists.  Optimality is
-then *certified*: shortest-path potentials (``duals.py``) on the residual graph give LP duals
-that are feasible and tight on the candidate graph; every positive correlation
-outside it is streamed once and checked against them.  Violations widen the
+``scipy.sparse.csgraph.min_weight_full_bipartite_matching`` or the warm-started
+``ssp.solve``, plus dummy "unmatched" nodes of score 0 so a full matching
+always exists.  Optimality is then *certified*: LP duals (shortest-path
+potentials on the residual graph, ``duals.py``, or the solver's own) are
+checked feasible and tight on the candidate graph, and every positive
+correlation outside it is checked against them: either streamed once, or
+bounded by the candidates' k-th values (``duals.bound_violations``) with only
+the rows the bound cannot clear computed exactly.  Violations widen the
 candidate set and the problem is solved again; any remaining violation bounds
 the optimality gap (``gap``).
 """
@@ -26,11 +29,13 @@ import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
-from saematch.matching.duals import duals, violations
+from saematch.matching.duals import bound_violations, duals, violations
+from saematch.matching.ssp import solve as ssp_solve
 
 log = logging.getLogger(__name__)
 
 BASE = 2.0  # cost = BASE - weight keeps every edge cost positive (weights are correlations <= 1)
+ROUNDING = 1e-10  # dual (in)feasibility below this is float64 rounding of costs near BASE
 
 
 @dataclass(frozen=True)
@@ -80,47 +85,143 @@ def _augmented(G: sp.csr_matrix) -> sp.csr_matrix:
 def hungarian_sparse(
     G: sp.csr_matrix, corr_blocks: Callable[[], Iterator[tuple[int, np.ndarray]]] | None = None,
     candidates_k: int = 0, max_rounds: int = 4, tol: float = 1e-7,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None, corr_rows: Callable[[np.ndarray], np.ndarray] | None = None,
+    solver: str = "lapjvsp", known: sp.csr_matrix | None = None,
 ) -> Assignment:
     """One-to-one matching on the candidate graph ``G`` (positive correlations), certified if possible.
 
-    ``corr_blocks`` re-streams the full correlation as (row offset, dense
-    ``[rows, F_B]`` block, NaN = excluded); only its positive entries matter.
-    Without it no certificate is attempted and ``gap`` is NaN.
+    Two ways to certify:
+
+    - ``corr_blocks`` re-streams the full correlation as (row offset, dense
+      ``[rows, F_B]`` block, NaN = excluded); only its positive entries matter.
+    - ``bounds``, the ``([F_A], [F_B])`` k-th largest candidate of every row and
+      column (``TopLists.bounds``), proves most rows feasible without any
+      correlation (``duals.bound_violations``); ``corr_rows(idx)`` then gives
+      the exact ``[len(idx), F_B]`` rows of the rest.  Without ``corr_rows`` the
+      bound itself enters the gap.  ``known``: exact positive correlations
+      beyond ``G`` (e.g. ``TopLists.graph()`` at a larger k, whose ``bounds()``
+      are then the ones to give); they are checked as they are, so the
+      bounds only need to cover what lies outside them.
+
+    With neither no certificate is attempted and ``gap`` is NaN.  ``solver``:
+    'lapjvsp' (scipy, from scratch every round; duals from ``duals.duals``) or
+    'ssp' (``ssp.solve``: each round starts from the last one's duals and
+    matching, and returns its own duals).  Either way the duals are checked on
+    every candidate edge and on the matching before they certify anything.
     """
+    if solver not in ("lapjvsp", "ssp"):
+        raise ValueError(f"unknown sparse solver {solver!r}")
     F_A, F_B = G.shape
     G = G.tocsr()
-    gap = float("nan")
+    gap, state = float("nan"), None
     for rnd in range(1, max_rounds + 1):
         cost = _augmented(G)
-        row_ind, col_ind = min_weight_full_bipartite_matching(cost)
-        match_col = np.empty(cost.shape[0], np.int64)
-        match_col[row_ind] = col_ind
+        if solver == "ssp":
+            state = ssp_solve(cost, state)
+            if state is None:
+                raise RuntimeError("sparse assignment: no perfect matching on the augmented graph")
+            match_col = state[0]
+        else:
+            row_ind, col_ind = min_weight_full_bipartite_matching(cost)
+            match_col = np.empty(cost.shape[0], np.int64)
+            match_col[row_ind] = col_ind
         r = np.arange(F_A)
         c = match_col[:F_A]
         real = c < F_B
         r, c = r[real], c[real]
         vals = np.asarray(G[r, c]).ravel()
-        if corr_blocks is None:
+        if corr_blocks is None and bounds is None:
             break
-        uv = duals(cost, match_col)
+        uv = state[1:] if solver == "ssp" else duals(cost, match_col)
         if uv is None:
             log.warning("sparse assignment: no optimality certificate (dual potentials did not settle); gap unknown")
             break
         u, v = uv
-        add_r, add_c, add_v, delta = [], [], [], np.zeros(F_A)
-        for lo, C in corr_blocks():
-            bi, bj, worst = violations(C, lo, u, v, F_A, BASE, tol)
-            delta[lo:lo + len(C)] = worst
-            if len(bi):
-                add_r.append(bi), add_c.append(bj), add_v.append(C[bi - lo, bj].astype(np.float64))
-        gap = float(delta.sum())
-        if gap <= tol or rnd == max_rounds:
+        if bounds is not None:
+            delta, extra = _bounded_check(u, v, bounds, known, corr_rows, F_A, tol)
+        else:
+            delta, extra = _streamed_check(u, v, corr_blocks, F_A, tol)
+        gap = float(delta.sum()) + _dual_slack(cost, match_col, u, v)
+        if gap <= tol or rnd == max_rounds or extra is None:
             break
-        extra = sp.csr_matrix((np.concatenate(add_v), (np.concatenate(add_r), np.concatenate(add_c))), shape=G.shape)
-        G = G.maximum(extra).tocsr()
+        G = G.maximum(sp.csr_matrix((extra[2], (extra[0], extra[1])), shape=G.shape)).tocsr()
     if not np.isnan(gap) and gap <= tol:
         gap = 0.0
-    return Assignment(r, c, vals, "sparse-lapjvsp", gap, candidates_k, rnd)
+    return Assignment(r, c, vals, f"sparse-{solver}", gap, candidates_k, rnd)
+
+
+def _dual_slack(cost: sp.csr_matrix, match_col: np.ndarray, u: np.ndarray, v: np.ndarray) -> float:
+    """What the duals lack on the solved graph itself: infeasibility per row plus slack on the matching.
+
+    0 (up to rounding) for an optimal solve; anything else only widens the proven gap.
+    """
+    coo = cost.tocoo()
+    infeas = np.zeros(cost.shape[0])
+    np.maximum.at(infeas, coo.row, u[coo.row] + v[coo.col] - coo.data)
+    slack = np.abs(np.asarray(cost[np.arange(cost.shape[0]), match_col]).ravel() - u - v[match_col])
+    return float(infeas[infeas > ROUNDING].sum() + slack[slack > ROUNDING].sum())
+
+
+ROWS_PER_CHECK = 256  # exact correlation rows computed at once by the bounded certificate
+
+
+def _streamed_check(u, v, corr_blocks, F_A, tol):
+    """Every positive correlation checked against the duals: ``(delta [F_A], violating entries or None)``."""
+    add_r, add_c, add_v, delta = [], [], [], np.zeros(F_A)
+    for lo, C in corr_blocks():
+        bi, bj, worst = violations(C, lo, u, v, F_A, BASE, tol)
+        delta[lo:lo + len(C)] = worst
+        if len(bi):
+            add_r.append(bi), add_c.append(bj), add_v.append(C[bi - lo, bj].astype(np.float64))
+    return delta, _joined(add_r, add_c, add_v)
+
+
+def _bounded_check(u, v, bounds, known, corr_rows, F_A, tol):
+    """The bounds clear most rows; entries in ``known`` are checked as they are; the rest are computed exactly."""
+    bound = bound_violations(u, v, bounds[0], bounds[1], BASE)
+    suspect = np.nonzero(bound > tol)[0]
+    delta = np.zeros(F_A)
+    add_r, add_c, add_v = [], [], []
+    if known is not None:
+        kr, kc, kv, kdelta = _known_violations(known, u, v, tol)
+        delta += kdelta
+        fine = np.ones(F_A, bool)
+        fine[suspect] = False
+        if corr_rows is None:
+            delta[suspect] += bound[suspect]
+        keep = fine[kr] | (corr_rows is None)  # a suspect row computed exactly brings its own violators
+        add_r.append(kr[keep]), add_c.append(kc[keep]), add_v.append(kv[keep])
+    elif corr_rows is None:
+        delta[suspect] = bound[suspect]
+    if corr_rows is not None:
+        for s in range(0, len(suspect), ROWS_PER_CHECK):
+            idx = suspect[s:s + ROWS_PER_CHECK]
+            C = corr_rows(idx)
+            bi, bj, worst = violations(C, idx, u, v, F_A, BASE, tol)
+            delta[idx] = worst
+            if len(bi):
+                add_r.append(bi), add_c.append(bj), add_v.append(C[np.searchsorted(idx, bi), bj].astype(np.float64))
+    return delta, _joined(add_r, add_c, add_v)
+
+
+def _known_violations(known: sp.csr_matrix, u, v, tol):
+    """Violating entries of ``known`` (rows, cols, values) and their delta per row (as ``duals.violations``)."""
+    F_A, F_B = known.shape
+    coo = known.tocoo()
+    r, c, w = coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data.astype(np.float64)
+    real = u[r] + v[c] - (BASE - w)
+    mirror = u[F_A + c] + v[F_B + r] - BASE
+    bad = (w > 0) & ((real > tol) | (mirror > tol))
+    worst_real, worst_mirror = np.zeros(F_A), np.zeros(F_A)
+    np.maximum.at(worst_real, r[bad], real[bad])
+    np.maximum.at(worst_mirror, r[bad], mirror[bad])
+    return r[bad], c[bad], w[bad], worst_real + worst_mirror
+
+
+def _joined(add_r, add_c, add_v):
+    if not sum(len(x) for x in add_r):
+        return None
+    return np.concatenate(add_r), np.concatenate(add_c), np.concatenate(add_v)
 
 
 def _positive(W: np.ndarray | sp.spmatrix) -> sp.csr_matrix:

@@ -19,15 +19,17 @@ for 16k x 16k features over 100k units, against about 1 s here
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit, prange
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _corr_rows(a_ptr, a_units, a_vals, b_ptr, b_idx, b_vals, lo, hi, n, mu_a, inv_a, mu_b, inv_b, out):  # pragma: no cover
+def _corr_rows(a_ptr, a_units, a_vals, b_ptr, b_idx, b_vals, rows, n, mu_a, inv_a, mu_b, inv_b, out):  # pragma: no cover
     F_B = out.shape[1]
-    for r in prange(hi - lo):
-        a = lo + r
+    for r in prange(len(rows)):
+        a = rows[r]
         if inv_a[a] == 0.0:
             for j in range(F_B):
                 out[r, j] = np.nan
@@ -46,27 +48,75 @@ def _corr_rows(a_ptr, a_units, a_vals, b_ptr, b_idx, b_vals, lo, hi, n, mu_a, in
                 out[r, j] = (acc[j] / n - m * mu_b[j]) * ia * inv_b[j]
 
 
+@dataclass(frozen=True)
+class Side:
+    """One layer's activations as the kernel reads them, built once per layer and shared by all its pairs.
+
+    As side A (``Side.a``): CSC, ``ptr`` over features ``[F + 1]``, ``idx`` the units.
+    As side B (``Side.b``): CSR, ``ptr`` over units ``[N + 1]``, ``idx`` the features.
+    ``mu``: ``[F]`` means; ``inv``: ``[F]`` 1/std, 0 for excluded features (their correlations are NaN).
+    """
+
+    ptr: np.ndarray
+    idx: np.ndarray
+    vals: np.ndarray
+    mu: np.ndarray
+    inv: np.ndarray
+    n_units: int
+
+    @classmethod
+    def a(cls, X, mu, sd, valid) -> "Side":
+        return cls._of(X.tocsc(), X.shape[0], mu, sd, valid)
+
+    @classmethod
+    def b(cls, X, mu, sd, valid) -> "Side":
+        return cls._of(X.tocsr(), X.shape[0], mu, sd, valid)
+
+    @classmethod
+    def _of(cls, M, n_units, mu, sd, valid) -> "Side":
+        return cls(M.indptr.astype(np.int64), M.indices.astype(np.int32), M.data.astype(np.float32),
+                   np.asarray(mu, np.float64), _inverse(sd, valid), int(n_units))
+
+    @property
+    def n_features(self) -> int:
+        return len(self.mu)
+
+
 class CorrRows:
     """Correlation rows of A's features against all of B's, from sparse activations.
 
     ``XA``, ``XB``: ``[N, F_A]`` and ``[N, F_B]`` activations (scipy sparse);
     ``mu``/``sd``: per-feature means and standard deviations; ``valid``: features
-    with a defined correlation (others give NaN).  Layouts are converted once.
+    with a defined correlation (others give NaN).  Layouts are converted once
+    (or given ready-made with :meth:`of_sides`).
     """
 
     def __init__(self, XA, XB, mu_a, sd_a, valid_a, mu_b, sd_b, valid_b):
-        A, B = XA.tocsc(), XB.tocsr()
-        self.n = float(XA.shape[0])
-        self.shape = (XA.shape[1], XB.shape[1])
-        self._a = (A.indptr.astype(np.int64), A.indices.astype(np.int32), A.data.astype(np.float32))
-        self._b = (B.indptr.astype(np.int64), B.indices.astype(np.int32), B.data.astype(np.float32))
-        self._mu_a, self._inv_a = np.asarray(mu_a, np.float64), _inverse(sd_a, valid_a)
-        self._mu_b, self._inv_b = np.asarray(mu_b, np.float64), _inverse(sd_b, valid_b)
+        self._init(Side.a(XA, mu_a, sd_a, valid_a), Side.b(XB, mu_b, sd_b, valid_b))
+
+    @classmethod
+    def of_sides(cls, a: Side, b: Side) -> "CorrRows":
+        self = cls.__new__(cls)
+        self._init(a, b)
+        return self
+
+    def _init(self, a: Side, b: Side) -> None:
+        if a.n_units != b.n_units:
+            raise ValueError(f"the two sides cover different units ({a.n_units} vs {b.n_units})")
+        self.n = float(a.n_units)
+        self.shape = (a.n_features, b.n_features)
+        self._a, self._b = (a.ptr, a.idx, a.vals), (b.ptr, b.idx, b.vals)
+        self._mu_a, self._inv_a, self._mu_b, self._inv_b = a.mu, a.inv, b.mu, b.inv
 
     def __call__(self, lo: int, hi: int) -> np.ndarray:
         """``[hi - lo, F_B]`` float32 correlations of A features ``lo:hi``."""
-        out = np.empty((hi - lo, self.shape[1]), np.float32)
-        _corr_rows(*self._a, *self._b, lo, hi, self.n, self._mu_a, self._inv_a, self._mu_b, self._inv_b, out)
+        return self.rows(np.arange(lo, hi, dtype=np.int64))
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """``[len(idx), F_B]`` float32 correlations of the A features ``idx``."""
+        idx = np.ascontiguousarray(idx, np.int64)
+        out = np.empty((len(idx), self.shape[1]), np.float32)
+        _corr_rows(*self._a, *self._b, idx, self.n, self._mu_a, self._inv_a, self._mu_b, self._inv_b, out)
         return out
 
 
@@ -133,3 +183,4 @@ class TopPositive:
         v = np.concatenate([self.row_v.ravel(), self.col_v.ravel()])
         keep = (r >= 0) & (c >= 0) & (v > 0)
         return r[keep], c[keep], v[keep]
+

@@ -16,14 +16,16 @@ excluded (their rows/columns are NaN in dense output).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import scipy.sparse as sp
 
 from saematch.errors import SaematchError
-from saematch.features.encode import FeatureStats
 from saematch.matching.coact import CorrRows, TopPositive
+
+if TYPE_CHECKING:  # features.encode imports torch: only check_pair needs it, on use
+    from saematch.features.encode import FeatureStats
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ def check_pair(XA: sp.csr_matrix, XB: sp.csr_matrix) -> CorrStats:
     for name, X in (("A", XA), ("B", XB)):
         if X.nnz and not np.isfinite(X.data).all():
             raise SaematchError(f"feature activations of model {name} contain NaN or infinite values")
+    from saematch.features.encode import FeatureStats
+
     return CorrStats(FeatureStats.of(XA), FeatureStats.of(XB), XA.shape[0])
 
 
@@ -59,7 +63,15 @@ BLOCK_ELEMS = 1 << 22  # correlation entries per block (16 MB of float32)
 
 def corr_blocks(XA: sp.csr_matrix, XB: sp.csr_matrix, st: CorrStats) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(row_offset, C[rows, F_B])`` float32 correlation blocks over all A features (NaN = excluded)."""
-    rows = CorrRows(XA, XB, st.a.mean, st.a.std, st.valid_a, st.b.mean, st.b.std, st.valid_b)
+    yield from row_blocks(corr_rows(XA, XB, st))
+
+
+def corr_rows(XA: sp.csr_matrix, XB: sp.csr_matrix, st: CorrStats) -> CorrRows:
+    return CorrRows(XA, XB, st.a.mean, st.a.std, st.valid_a, st.b.mean, st.b.std, st.valid_b)
+
+
+def row_blocks(rows: CorrRows) -> Iterator[tuple[int, np.ndarray]]:
+    """All correlation rows of ``rows`` in blocks of about ``BLOCK_ELEMS`` entries."""
     F_A, F_B = rows.shape
     step = max(1, BLOCK_ELEMS // max(F_B, 1))
     for lo in range(0, F_A, step):
@@ -75,16 +87,77 @@ def dense_corr(XA: sp.csr_matrix, XB: sp.csr_matrix) -> tuple[np.ndarray, CorrSt
     return C, st
 
 
+@dataclass(frozen=True)
+class TopLists:
+    """Each row's and each column's k largest positive correlations, sorted descending.
+
+    row_v, row_i: ``[F_A, k]`` values (float32) and B features (int64) of every
+    A feature's top k; col_v, col_i: ``[F_B, k]`` the same per B feature.  A
+    row or column with fewer than k positive correlations is padded with value
+    0 and index -1.  The sparse solver takes the graph and bounds of any
+    ``k' <= k`` from them, so one pass over the correlation serves every k'.
+    """
+
+    row_v: np.ndarray
+    row_i: np.ndarray
+    col_v: np.ndarray
+    col_i: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return self.row_v.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.row_v), len(self.col_v)
+
+    def graph(self, k: int | None = None) -> sp.csr_matrix:
+        """CSR ``[F_A, F_B]``: positive correlations among the top-k of their row or of their column."""
+        k = self.k if k is None else min(k, self.k)
+        F_A, F_B = self.shape
+        r = np.concatenate([np.repeat(np.arange(F_A), k), self.col_i[:, :k].ravel()])
+        c = np.concatenate([self.row_i[:, :k].ravel(), np.repeat(np.arange(F_B), k)])
+        v = np.concatenate([self.row_v[:, :k].ravel(), self.col_v[:, :k].ravel()])
+        keep = (r >= 0) & (c >= 0) & (v > 0)
+        return from_entries(r[keep], c[keep], v[keep], (F_A, F_B))
+
+    def bounds(self, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``([F_A], [F_B])`` float64 k-th largest positive correlation per row and column (0: fewer than k).
+
+        Every positive correlation outside ``graph(k)`` is at most the smaller of its row's and column's bound.
+        """
+        k = self.k if k is None else min(k, self.k)
+        return self.row_v[:, k - 1].astype(np.float64), self.col_v[:, k - 1].astype(np.float64)
+
+    @classmethod
+    def of_heaps(cls, top: TopPositive) -> "TopLists":
+        ro, co = np.argsort(-top.row_v, axis=1, kind="stable"), np.argsort(-top.col_v, axis=1, kind="stable")
+        take = np.take_along_axis
+        return cls(take(top.row_v, ro, 1), take(top.row_i, ro, 1), take(top.col_v, co, 1), take(top.col_i, co, 1))
+
+
+def top_lists(rows: CorrRows, k: int) -> TopLists:
+    """Top-k positive correlations per row and column, in one pass over the correlation blocks of ``rows``.
+
+    A running top-k heap per row and per column (compiled, ``coact.TopPositive``).
+    """
+    F_A, F_B = rows.shape
+    top = TopPositive(F_A, F_B, k)
+    for lo, C in row_blocks(rows):
+        top.offer(lo, C)
+    return TopLists.of_heaps(top)
+
+
+def from_entries(r: np.ndarray, c: np.ndarray, v: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """CSR of the (row, col, value) entries, each pair once (the first occurrence wins)."""
+    _, first = np.unique(np.asarray(r, np.int64) * shape[1] + c, return_index=True)
+    return sp.csr_matrix((np.asarray(v)[first].astype(np.float64), (r[first], c[first])), shape=shape)
+
+
 def topk_candidates(XA: sp.csr_matrix, XB: sp.csr_matrix, st: CorrStats, k: int) -> sp.csr_matrix:
     """Positive correlations among the top-k of their row or of their column (CSR ``[F_A, F_B]``).
 
     One pass over the correlation blocks, keeping a running top-k heap per row
     and per column (compiled, ``coact.TopPositive``).
     """
-    F_A, F_B = XA.shape[1], XB.shape[1]
-    top = TopPositive(F_A, F_B, k)
-    for lo, C in corr_blocks(XA, XB, st):
-        top.offer(lo, C)
-    r, c, v = top.entries()
-    _, first = np.unique(r * F_B + c, return_index=True)
-    return sp.csr_matrix((v[first].astype(np.float64), (r[first], c[first])), shape=(F_A, F_B))
+    return top_lists(corr_rows(XA, XB, st), k).graph()

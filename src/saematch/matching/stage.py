@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Optional
 
 import numpy as np
@@ -128,6 +128,7 @@ def train_mask(ctx: Any) -> np.ndarray:
 def build(node: Any, ctx: Any, chash: str) -> None:
     """The match node of one layer pair: pairs.parquet, with how it was solved in the manifest."""
     from saematch.artifacts import Stage
+    from saematch.devices import stage_device
     from saematch.features.encode import load_csr
     from saematch.graph.plan import variant
     from saematch.matching.store import write_parquet
@@ -145,7 +146,8 @@ def build(node: Any, ctx: Any, chash: str) -> None:
         XA = XA[np.random.default_rng([ctx.cfg.controls.shuffle_seed, 7]).permutation(XA.shape[0])]
         cards_a = cards_a.assign(model=a)
     cards_b = pd.read_parquet(fb / "cards.parquet")
-    df, info = match_pair(XA, load_csr(fb), cards_a, cards_b, ctx.cfg.matching, train_mask(ctx))
+    mcfg = replace(ctx.cfg.matching, device=stage_device(ctx.cfg, "matching"))
+    df, info = match_pair(XA, load_csr(fb), cards_a, cards_b, mcfg, train_mask(ctx))
     write_parquet(df, out / "pairs.parquet")
     stage.finish(chash, [out / "pairs.parquet"], info=info_dict(info))
     log.info("match %s L%d ~ %s L%d: %d pairs (%d kept), held-out mean corr %.3f (in-sample %.3f), solver %s, gap %.2g",
