@@ -84,6 +84,9 @@ def test_planted_split_is_recovered(trained):
     cls = an.latents.set_index("latent")["class"]
     correct = [cls[lat] == truth for truth, lat, _ in matches]
     assert np.mean(correct) >= 0.9, f"{np.mean(correct):.2f} of planted features correctly classed"
+    # inputs scaled by centred variance: B's 3x scale and A's offset do not move a shared latent off 0.5
+    rel = an.latents.set_index("latent")["rel_norm"]
+    assert np.median([abs(rel[lat] - 0.5) for truth, lat, _ in matches if truth == "shared"]) < 0.05
     assert np.median([c for _, _, c in matches]) > 0.95  # the dictionary found the planted directions
     assert an.summary["fvu_a"] < 0.05 and an.summary["fvu_b"] < 0.05  # held-out reconstruction
     recon = cc.reconstruct([torch.from_numpy(xA[-500:]), torch.from_numpy(xB[-500:])])

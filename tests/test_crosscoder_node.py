@@ -120,6 +120,13 @@ def test_report_section_tables_and_histogram(built, tmp_path):
     html = res.report.read_text()
     assert title in html and "floor shared" in html
     assert (res.report.parent / "crosscoder_rel_norms.png").is_file()
+    # the browser shows the same view below its app: fractions beside the floor's, shared latents beside the pairs
+    page = (res.report.parent / "browser.html").read_text()
+    section = page[page.index('<section id="crosscoder">'):]
+    assert page.index("</main>") < page.index('<section id="crosscoder">') < page.index("<script")
+    for text in ("floor shared", "floor B-only", "Hungarian partner", "llama L0 ~ gpt2"):
+        assert text in section, text
+    assert "decoder-norm penalty" in html
 
 
 def test_hashing_and_config_documentation(built):

@@ -11,6 +11,7 @@ from typing import Optional
 
 from saematch.configfields import check as _check
 from saematch.configfields import opt as _opt
+from saematch.devices import OVERRIDE_DOC, check_spec
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,14 @@ class CrosscoderConfig:
     checkpoint_every: int = _opt(50, "steps between checkpoints (resume points)", hash=False)
     log_every: int = _opt(10, "steps between metric logs (progress bar and logger)", hash=False)
     aux_coefficient: float = _opt(1 / 32, "aux-k loss weight (dead latents reconstruct the residual); 0 disables it")
+    decoder_penalty: float = _opt(0.03, "lambda of the decoder-norm-weighted sparsity penalty (Lindsey et al. 2024), added "
+                                       "to BatchTopK: lambda * mean over units of sum_i f_i * sum_m ||d_m,i|| / sqrt(D) "
+                                       "(D: each model's total variance in scaled units). It drives the decoder of a "
+                                       "model that does not need latent i to 0, so exclusive latents can appear; "
+                                       "BatchTopK still selects the active latents. 0 disables it")
+    decoder_penalty_tanh: float = _opt(0.0, "c > 0: penalise tanh(c * f_i * sum_m ||d_m,i|| / sqrt(D)) instead (the "
+                                            "saturating form of Anthropic's 2025 update: no pull on large "
+                                            "activations); 0: the linear penalty")
     dead_window: int = _opt(0, "units without firing before a latent counts dead for aux-k; 0 = training_tokens // 4")
     threshold_momentum: float = _opt(0.99, "EMA momentum of the BatchTopK cut-off, the inference threshold "
                                            "(JumpReLU-style)")
@@ -44,9 +53,11 @@ class CrosscoderConfig:
     analysis_rows: int = _opt(50_000, "held-out units used by the analysis and the agreement table (at most)")
     top_units: int = _opt(20, "top units per latent/feature for the Jaccard overlaps of the agreement table")
     threads: Optional[int] = _opt(None, "torch CPU threads while training (None: leave as is)", hash=False)
+    device: Optional[str] = _opt(None, OVERRIDE_DOC + " (training; the analysis runs on the CPU)", hash=False)
 
     def __post_init__(self) -> None:
         _check(self.expansion >= 1, "crosscoder.expansion must be >= 1")
+        check_spec(self.device, "crosscoder.device")
         _check(self.k >= 1, "crosscoder.k must be >= 1")
         _check(self.lr > 0, "crosscoder.lr must be positive")
         _check(0.0 <= self.lr_decay_fraction <= 1.0, "crosscoder.lr_decay_fraction must be in [0, 1]")
@@ -56,6 +67,8 @@ class CrosscoderConfig:
         _check(self.checkpoint_every >= 1, "crosscoder.checkpoint_every must be >= 1")
         _check(self.log_every >= 1, "crosscoder.log_every must be >= 1")
         _check(self.aux_coefficient >= 0, "crosscoder.aux_coefficient must be >= 0")
+        _check(self.decoder_penalty >= 0, "crosscoder.decoder_penalty must be >= 0")
+        _check(self.decoder_penalty_tanh >= 0, "crosscoder.decoder_penalty_tanh must be >= 0")
         _check(self.dead_window >= 0, "crosscoder.dead_window must be >= 0")
         _check(0.0 <= self.threshold_momentum < 1.0, "crosscoder.threshold_momentum must be in [0, 1)")
         _check(0.0 <= self.shared_low < self.shared_high <= 1.0,

@@ -106,13 +106,17 @@ def aligned_rows(sources: Sequence[Source], start: int, stop: int, batch: int) -
 
 
 def input_stats(source: Source, stop: int, batch: int = 4096) -> tuple[float, torch.Tensor]:
-    """``scale = sqrt(d / mean ||x||^2)`` and the mean row ``[d]`` over rows ``[0, stop)``, streamed."""
+    """Centred mean squared norm ``E||x - mu||^2`` and the mean row ``mu [d]`` over rows ``[0, stop)``, streamed."""
     total, n = 0.0, 0
     mean = torch.zeros(source.d_model, dtype=torch.float64)
     for x in source.iter_rows(0, stop, batch):
         total += float(x.double().pow(2).sum())
         mean += x.double().sum(0)
         n += len(x)
-    if n == 0 or total <= 0 or not np.isfinite(total):
-        raise ArtifactError(f"{source.root}: no usable (finite, non-zero) rows to estimate the activation scale")
-    return (source.d_model / (total / n)) ** 0.5, (mean / n).float()
+    if n == 0 or not np.isfinite(total):
+        raise ArtifactError(f"{source.root}: no usable (finite) rows to estimate the activation scale")
+    mean /= n
+    var = total / n - float(mean.pow(2).sum())
+    if var <= 1e-12 * max(total / n, 1e-300):
+        raise ArtifactError(f"{source.root}: activations do not vary over rows [0, {stop}); no scale to estimate")
+    return var, mean.float()

@@ -1,7 +1,8 @@
 """Per-latent diagnostics of a trained crosscoder for one model pair (A, B).
 
-All norms and directions are in the crosscoder's scaled units (each model's
-mean squared norm is ``d_m``), so the two models are on one footing.
+All norms and directions are in the crosscoder's scaled units (every model has
+the same total variance ``D`` around its mean), so the two models are on one
+footing and a latent that explains the same share of both sits at 0.5.
 
 Columns of the latent table (one row per latent):
 

@@ -1,11 +1,17 @@
 """A BatchTopK crosscoder over two or more models, each with its own d_model.
 
 Model m reads ``x_m [B, d_m]`` (row i of every model is the same aligned word
-unit).  Inputs are scaled by ``scale[m] = sqrt(d_m / E||x_m||^2)`` so every
-model's mean squared norm is ``d_m``, as for our SAEs; the scales are buffers
-of the module, so ``encode``/``reconstruct`` take and return the models' own
-units, while the weights (and every decoder norm reported) live in the scaled
-units, which keeps the models comparable.
+unit).  Inputs are scaled by ``scale[m] = sqrt(D / E||x_m - mu_m||^2)`` with
+``D = mean_m d_m`` (:attr:`Crosscoder.variance`), so every model carries the
+same total variance ``D`` around its mean.  The mean is left out on purpose: a
+residual stream's mean is large and model-specific (Gemma-3's is ~90% of its
+squared norm, SmolLM2's ~60%); scaling by the raw norm would give the model
+with the larger mean less variance, hence smaller decoders, and push every
+shared latent's relative decoder norm away from 0.5.  With equal variance, a
+latent that explains the same share of each model's variance has equal
+decoder norms.  The scales are buffers of the module, so ``encode``/
+``reconstruct`` take and return the models' own units, while the weights (and
+every decoder norm reported) live in the scaled units.
 
 One shared code for all models::
 
@@ -62,6 +68,11 @@ class Crosscoder(nn.Module):
     @property
     def n_models(self) -> int:
         return len(self.d_models)
+
+    @property
+    def variance(self) -> float:
+        """``D``: every model's total variance in scaled units (the mean of the d_models)."""
+        return sum(self.d_models) / self.n_models
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator) -> None:

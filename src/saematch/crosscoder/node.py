@@ -97,6 +97,7 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     from saematch.crosscoder.data import as_sources
     from saematch.crosscoder.diagnostics import analyse_crosscoder
     from saematch.crosscoder.train import train_crosscoder
+    from saematch.devices import stage_device
     from saematch.graph.plan import variant
 
     ka, la, kb = node.key
@@ -109,7 +110,8 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     label = f"{ka}_L{la:02d}__{kb}_L{lb:02d}"
     log.info("crosscoder %s: B layer %d is the best match of A layer %d (held-out matched corr %.3f), %d units",
              label, lb, la, score, sources[0].n_rows)
-    res = train_crosscoder(sources, cfg, out, names=[ka, kb], logger=ctx.logger, log_prefix=f"{label}/")
+    res = train_crosscoder(sources, cfg, out, names=[ka, kb], logger=ctx.logger, log_prefix=f"{label}/",
+                           device=stage_device(ctx.cfg, "crosscoder"))
     an = analyse_crosscoder(res.crosscoder, sources, cfg, out=out)
     files = [*res.files, *an.files]
     summary = {k: an.summary[k] for k in ("shared_fraction", "a_only_fraction", "b_only_fraction", "n_live",

@@ -16,8 +16,11 @@ TITLE = "Crosscoder: one shared dictionary beside post-hoc matching"
 INTRO = ("<p>A BatchTopK crosscoder (one latent code, an encoder and a decoder per model, each of its own d_model) "
          "is trained on the aligned units of each A layer and its best-matching B layer (held-out matched "
          "correlation). A latent's relative decoder norm &#8214;d_B&#8214; / (&#8214;d_A&#8214; + &#8214;d_B&#8214;) "
-         "classes it: A-only below {lo:g}, B-only above {hi:g}, shared in between (decoder norms separate only "
-         "after long training: read them beside the floor). The <b>floor</b> is the same "
+         "classes it: A-only below {lo:g}, B-only above {hi:g}, shared in between. Each model's input is scaled to "
+         "the same variance around its mean, so a latent that explains the same share of both sits at 0.5; a "
+         "decoder-norm penalty (Lindsey et al. 2024, &lambda; = {pen:g}) on top of BatchTopK drives the decoder of a "
+         "model that does not need a latent to 0 (without it, weak correlations keep both norms non-zero and "
+         "every latent reads as shared, the floor's too). The <b>floor</b> is the same "
          "crosscoder with A's random-init network. Every statistic below is measured on the crosscoder's held-out "
          "units. Latent Scaling (Minder et al. 2025) fits, per exclusive latent, how much of it the other model "
          "carries (&nu;); one with &nu; &gt; {th:g} only looks exclusive (<i>shrinkage</i>: the share sits in the "
@@ -126,16 +129,26 @@ def agreement_summary_table(nodes: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def best_shared(agr: pd.DataFrame, latents: pd.DataFrame, n_units: int, n: int, min_units: int = 10) -> pd.DataFrame:
+    """The ``n`` shared latents best matched in both SAEs (``corr_a + corr_b``) among those firing on at least
+    ``min_units`` of the ``n_units`` held-out units (a latent seen on two units correlates 1.0 with anything
+    seen on the same two)."""
+    freq = latents.set_index("latent")["freq"]
+    seen = agr["latent"].map(freq).fillna(0) * n_units >= min_units
+    agr = agr[seen.to_numpy()]
+    return agr.assign(both=agr["corr_a"].fillna(0) + agr["corr_b"].fillna(0)).nlargest(n, "both")
+
+
 def side_by_side(ctx: Any, nodes: list[dict], n: int = 6) -> pd.DataFrame:
-    """The best-matched shared latents per real node, with the top words of both SAE features and of the
-    Hungarian partner: the two views of the same latent side by side."""
+    """The best-matched shared latents per real node (:func:`best_shared`), with the top words of both SAE
+    features and of the Hungarian partner: the two views of the same latent side by side."""
     out = []
     for r in (r for r in nodes if not r["floor"] and (r["path"] / "agreement.parquet").is_file()):
         m = r["man"]
         agr = pd.read_parquet(r["path"] / "agreement.parquet")
         if agr.empty:
             continue
-        agr = agr.assign(both=agr["corr_a"].fillna(0) + agr["corr_b"].fillna(0)).nlargest(n, "both")
+        agr = best_shared(agr, r["latents"], m["summary"]["n_heldout_units"], n)
         words_a = pd.read_parquet(ctx.layout.features(m["model_a"], m["layer_a"]) / "cards.parquet", columns=["top_words"])
         words_b = pd.read_parquet(ctx.layout.features(m["model_b"], m["layer_b"]) / "cards.parquet", columns=["top_words"])
 
@@ -187,7 +200,7 @@ def section(ctx: Any, out: Path) -> tuple[str, str, list[Path]]:
 
     cfg = ctx.cfg.crosscoder
     nodes = _load(ctx)
-    intro = INTRO.format(lo=cfg.shared_low, hi=cfg.shared_high, th=cfg.scaling_threshold)
+    intro = INTRO.format(lo=cfg.shared_low, hi=cfg.shared_high, th=cfg.scaling_threshold, pen=cfg.decoder_penalty)
     if not any(not r["floor"] for r in nodes):
         return TITLE, intro + "<p><em>No crosscoder has been built yet (saematch crosscoder CONFIG).</em></p>", []
     frac = fractions_table(nodes, cfg.scaling_threshold)

@@ -10,17 +10,26 @@ neither trainer's step, loss or metrics apply without rewriting them; and
 SAELens' trainer state is saved with ``torch.save`` (a pickle).  The loop below
 keeps what those trainers do (Adam, linear lr decay at the end, BatchTopK with
 a running inference threshold, the aux-k dead-latent loss of Gao et al. 2024,
-inputs scaled to mean squared norm ``d_m``) split into step, log and
+inputs scaled to one total variance ``D`` per model) split into step, log and
 checkpoint.
 
 Loss, per batch::
 
-    sum_m  mean_rows ||x~_m - x^_m||^2 / d_m          (each model weighted equally)
-  + aux_coefficient * sum_m mean_rows ||e_m - a_m||^2 / d_m
+    sum_m  mean_rows ||x~_m - x^_m||^2 / D            (each model weighted equally)
+  + aux_coefficient * sum_m mean_rows ||e_m - a_m||^2 / D
+  + decoder_penalty * mean_rows sum_i f_i * sum_m ||d_m,i|| / sqrt(D)
 
-where ``x~_m`` is model m's scaled input (mean squared norm ``d_m``, so each
-term is about a fraction of unexplained squared norm), ``e_m`` the detached
-residual and ``a_m`` its reconstruction by the top ``min(d)/2`` dead latents.
+where ``x~_m`` is model m's scaled input (total variance ``D`` around its
+mean for every model, so each term is a fraction of unexplained variance),
+``e_m`` the detached residual and ``a_m`` its reconstruction by the top
+``min(d)/2`` dead latents.  The last term is Lindsey et al.'s (2024)
+decoder-norm-weighted sparsity penalty (with ``decoder_penalty_tanh = c > 0``:
+``tanh(c * ...)``, the saturating form).  BatchTopK stays the sparsity
+selector (Minder et al. 2025: an L1-only crosscoder shrinks and decouples
+latents); a small penalty only adds a constant pull on every decoder norm, so
+the decoder of a model that does not need a latent reaches 0 instead of
+keeping whatever weak correlation MSE alone leaves in it.  Latent Scaling
+(``diagnostics``) checks the exclusive latents this produces.
 
 Checkpoints (``checkpoint.safetensors``) hold the weights, buffers, Adam
 moments and the dead-latent counters; the data order is a function of the
@@ -46,6 +55,7 @@ from saematch.artifacts import atomic_path
 from saematch.crosscoder.config import CrosscoderConfig
 from saematch.crosscoder.data import Source, SourceLike, aligned_batches, as_sources, input_stats
 from saematch.crosscoder.model import Crosscoder, save_crosscoder
+from saematch.sae.feed import Prefetcher
 
 log = logging.getLogger(__name__)
 CKPT = "checkpoint.safetensors"
@@ -106,9 +116,19 @@ def _aux_loss(model: Crosscoder, pre_BF: torch.Tensor, errs: list[torch.Tensor],
     top = pre_BF[:, idx].topk(k_aux, dim=1, sorted=False)
     loss = pre_BF.new_tensor(0.0)
     for m, e in enumerate(errs):
-        rec = torch.zeros(len(pre_BF), len(idx)).scatter(1, top.indices, top.values) @ model.W_dec[m][idx]
-        loss = loss + (e.detach() - rec).pow(2).sum(1).mean() / model.d_models[m]
+        rec = pre_BF.new_zeros(len(pre_BF), len(idx)).scatter(1, top.indices, top.values) @ model.W_dec[m][idx]
+        loss = loss + (e.detach() - rec).pow(2).sum(1).mean() / model.variance
     return loss * min(len(idx) / max(k_aux, 1), 1.0)
+
+
+def decoder_penalty(model: Crosscoder, f_BF: torch.Tensor, tanh: float = 0.0) -> torch.Tensor:
+    """Mean over units of ``sum_i f_i * sum_m ||d_m,i|| / sqrt(D)`` (with ``tanh > 0``: of
+    ``sum_i tanh(tanh * f_i * sum_m ||d_m,i|| / sqrt(D))``).  The sum over models of decoder *norms* (an L1
+    across models, not the norm of the concatenated decoders) is what lets one model's decoder reach 0."""
+    contrib = f_BF * model.dec_norms().sum(1) / model.variance ** 0.5
+    if tanh > 0:
+        contrib = torch.tanh(tanh * contrib)
+    return contrib.sum(1).mean()
 
 
 def _step(st: _State, xs: list[torch.Tensor], cfg: CrosscoderConfig) -> dict[str, float]:
@@ -119,13 +139,14 @@ def _step(st: _State, xs: list[torch.Tensor], cfg: CrosscoderConfig) -> dict[str
     pre = model.pre_acts(xs)
     f, cut = model.batch_topk(pre)
     errs = [x - r for x, r in zip(xs, model.decode_scaled(f))]
-    mse = sum(e.pow(2).sum(1).mean() / d for e, d in zip(errs, model.d_models))
+    mse = sum(e.pow(2).sum(1).mean() for e in errs) / model.variance
     with torch.no_grad():
         st.since_fired += len(f)
         st.since_fired[(f > 0).any(0)] = 0
         dead = st.since_fired >= cfg.dead_units
     aux = _aux_loss(model, pre, errs, dead) if cfg.aux_coefficient > 0 and bool(dead.any()) else pre.new_tensor(0.0)
-    loss = mse + cfg.aux_coefficient * aux
+    pen = decoder_penalty(model, f, cfg.decoder_penalty_tanh) if cfg.decoder_penalty > 0 else pre.new_tensor(0.0)
+    loss = mse + cfg.aux_coefficient * aux + cfg.decoder_penalty * pen
     st.opt.zero_grad(set_to_none=True)
     loss.backward()
     st.opt.step()
@@ -133,7 +154,7 @@ def _step(st: _State, xs: list[torch.Tensor], cfg: CrosscoderConfig) -> dict[str
     with torch.no_grad():
         th = model.threshold
         th.copy_(cut if float(th) < 0 else cfg.threshold_momentum * th + (1 - cfg.threshold_momentum) * cut)
-        out = {"loss": float(loss), "aux": float(aux), "l0": float((f > 0).sum(1).float().mean()),
+        out = {"loss": float(loss), "mse": float(mse), "aux": float(aux), "penalty": float(pen), "l0": float((f > 0).sum(1).float().mean()),
                "dead_frac": float(dead.float().mean())}
         for m, (x, e) in enumerate(zip(xs, errs)):
             out[f"fvu/{model.names[m]}"] = float(e.pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-12))
@@ -149,11 +170,11 @@ def _log(st: _State, stats: dict[str, float], bar: Any, logger: Any, prefix: str
 
 def save_checkpoint(path: Path, st: _State, fingerprint: str) -> None:
     """Weights, buffers, Adam moments and dead counters as one safetensors file, atomically."""
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in st.model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in st.model.state_dict().items()}
     for i, s in st.opt.state_dict()["state"].items():
         for name, val in s.items():
-            tensors[f"opt.{i}.{name}"] = torch.as_tensor(val).contiguous()
-    tensors["since_fired"] = st.since_fired
+            tensors[f"opt.{i}.{name}"] = torch.as_tensor(val).cpu().contiguous()
+    tensors["since_fired"] = st.since_fired.cpu()
     meta = {"step": st.step, "fingerprint": fingerprint, "metrics": st.metrics}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"saematch": json.dumps(meta)})
@@ -178,33 +199,37 @@ def load_checkpoint(path: Path, st: _State, fingerprint: str) -> bool:
             _, i, name = k.split(".", 2)
             state.setdefault(int(i), {})[name] = v
     st.opt.load_state_dict({"state": state, "param_groups": st.opt.state_dict()["param_groups"]})
-    st.since_fired = tensors["since_fired"]
+    st.since_fired = tensors["since_fired"].to(st.since_fired.device)
     st.step, st.metrics = int(meta["step"]), dict(meta.get("metrics", {}))
     return True
 
 
-def _init(sources: Sequence[Source], cfg: CrosscoderConfig, names: Sequence[str], n_train: int) -> _State:
+def _init(sources: Sequence[Source], cfg: CrosscoderConfig, names: Sequence[str], n_train: int,
+          device: str = "cpu") -> _State:
     d_models = [s.d_model for s in sources]
     model = Crosscoder(d_models, cfg.expansion * max(d_models), cfg.k, names)
     model.init_weights(torch.Generator().manual_seed(cfg.seed))
     with torch.no_grad():
         for m, s in enumerate(sources):
-            scale, mean = input_stats(s, n_train)
+            var, mean = input_stats(s, n_train)
+            scale = (model.variance / var) ** 0.5
             model.scale[m] = scale
             model.b_dec[m].copy_(mean * scale)  # residual streams have a large mean component
+    model.to(device)  # initialised on the CPU (the same weights on every device), then moved
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    return _State(model, opt, torch.zeros(model.d_latent, dtype=torch.long))
+    return _State(model, opt, torch.zeros(model.d_latent, dtype=torch.long, device=device))
 
 
 def train_crosscoder(
     inputs: Sequence[SourceLike], cfg: CrosscoderConfig, out: Path, names: Sequence[str] = (),
-    logger: Optional[Any] = None, log_prefix: str = "",
+    logger: Optional[Any] = None, log_prefix: str = "", device: str = "cpu",
 ) -> CrosscoderResult:
     """Train on rows ``[0, n_train)`` of aligned ``inputs`` (stores, store folders or ``[N, d_m]`` arrays).
 
     Checkpoints into ``out`` as it goes and resumes from a checkpoint there;
     writes ``crosscoder.safetensors`` + ``cfg.json`` and removes the checkpoint
-    at the end.  ``logger`` is anything with ``log(dict)`` (saematch's loggers).
+    at the end.  ``logger`` is anything with ``log(dict)`` (saematch's loggers).  Trains on ``device``
+    (batches prepared by a background thread, as for the SAEs); the result comes back on the CPU.
     """
     sources = as_sources(inputs)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,12 +238,13 @@ def train_crosscoder(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        st = _init(sources, cfg, names, n_train)
+        st = _init(sources, cfg, names, n_train, device)
         fp = _fingerprint(cfg, st.model.d_models, n_train)
         resumed = st.step if (out / CKPT).is_file() and load_checkpoint(out / CKPT, st, fp) else 0
         if resumed:
             log.info("%sresuming crosscoder training at step %d", log_prefix, resumed)
-        data = aligned_batches(sources, cfg.batch_size, n_train, cfg.seed, st.model.scale.tolist(), skip=st.step)
+        batches = aligned_batches(sources, cfg.batch_size, n_train, cfg.seed, st.model.scale.tolist(), skip=st.step)
+        data = Prefetcher(batches, device, 4)
         bar = tqdm(total=cfg.steps, initial=st.step, desc=f"crosscoder {log_prefix}".strip(), unit="step", disable=None)
         while st.step < cfg.steps:
             stats = _step(st, next(data), cfg)
@@ -228,8 +254,10 @@ def train_crosscoder(
             if st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps:
                 save_checkpoint(out / CKPT, st, fp)
         bar.close()
+        data.close()
     finally:
         torch.set_num_threads(old_threads)
+    st.model.to("cpu")
     files = save_crosscoder(st.model, out)
     (out / CKPT).unlink(missing_ok=True)
     st.model.eval()

@@ -20,17 +20,20 @@ import threading
 import time
 from typing import Any, Iterator
 
-import torch
-
 from saematch.devices import pin
 
 _DONE = object()
 
 
-class Prefetcher:
-    """Iterate ``source`` on a daemon thread; yield its batches on ``device``."""
+def _each(item: Any, fn: Any) -> Any:
+    """``fn`` applied to a tensor, or to each tensor of a list or tuple (aligned batches of several models)."""
+    return type(item)(fn(t) for t in item) if isinstance(item, (list, tuple)) else fn(item)
 
-    def __init__(self, source: Iterator[torch.Tensor], device: str = "cpu", depth: int = 4):
+
+class Prefetcher:
+    """Iterate ``source`` on a daemon thread; yield its batches (a tensor, or a list of tensors) on ``device``."""
+
+    def __init__(self, source: Iterator[Any], device: str = "cpu", depth: int = 4):
         self.device, self.wait_s, self.n = device, 0.0, 0
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -46,10 +49,10 @@ class Prefetcher:
                 continue
         return False
 
-    def _fill(self, source: Iterator[torch.Tensor]) -> None:
+    def _fill(self, source: Iterator[Any]) -> None:
         try:
             for batch in source:
-                if not self._put(pin(batch, self.device)):
+                if not self._put(_each(batch, lambda t: pin(t, self.device))):
                     return
             self._put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
@@ -58,7 +61,7 @@ class Prefetcher:
     def __iter__(self) -> "Prefetcher":
         return self
 
-    def __next__(self) -> torch.Tensor:
+    def __next__(self) -> Any:
         t = time.perf_counter()
         item = self._q.get()
         if item is _DONE:
@@ -67,7 +70,7 @@ class Prefetcher:
         if isinstance(item, BaseException):
             self.close()
             raise item
-        out = item.to(self.device, non_blocking=True)
+        out = _each(item, lambda t: t.to(self.device, non_blocking=True))
         self.wait_s += time.perf_counter() - t
         self.n += 1
         return out
