@@ -90,7 +90,7 @@ def main() -> None:
     except ImportError:
         SparseCoder = None
         print("sparsify not installed (pip install --no-deps eai-sparsify natsort schedulefree): skipped")
-    rates: dict[str, list[float]] = {"ours": [], "saelens": [], "sparsify": []}
+    rates: dict[str, list[float]] = {"ours": [], "ours-mem": [], "saelens": [], "sparsify": []}
     with tempfile.TemporaryDirectory() as tmp:
         for s in range(4):
             write_shard(Path(tmp), s, x[s * n // 4:(s + 1) * n // 4].to(torch.bfloat16))
@@ -99,7 +99,9 @@ def main() -> None:
         with Prefetcher(store.batches(B, in_memory=True), dev, depth=4) as feed:
             ours, chosen = saelens_trainer(False, feed)
             stock = saelens_trainer(True, cycle())[0]
-            steps = {"ours": (ours.step, feed), "saelens": (stock.step, stock.data_provider)}
+            ours_mem = saelens_trainer(False, cycle())[0]
+            steps = {"ours": (ours.step, feed), "ours-mem": (ours_mem.step, ours_mem.data_provider),
+                     "saelens": (stock.step, stock.data_provider)}
             if SparseCoder is not None:
                 torch.manual_seed(0)
                 sc = SparseCoder(d, SparseCoderConfig(num_latents=F, k=k), device=dev)
@@ -128,11 +130,14 @@ def main() -> None:
     print(f"device {dev}, d_in {d}, d_sae {F}, k {k}, batch {B}, {args.rounds} rounds x {args.steps} steps, "
           f"{torch.get_num_threads()} threads, bf16 autocast {amp}; our kernels {chosen}; medians over the rounds")
     print(f"ours (store feed):                           {med['ours']:9.0f} tok/s")
+    print(f"ours (same tensors as the others):           {med['ours-mem']:9.0f} tok/s  (the feed's thread shares "
+          f"the cores: ratio {med['ours'] / med['ours-mem']:.2f})")
     print(f"SAELens TopKTrainingSAE (tensors on device): {med['saelens']:9.0f} tok/s  "
           f"ratio ours/SAELens {med['ours'] / med['saelens']:.2f}")
     if "sparsify" in med:
         print(f"sparsify SparseCoder (torch Adam):           {med['sparsify']:9.0f} tok/s  "
-              f"ratio ours/sparsify {med['ours'] / med['sparsify']:.2f}")
+              f"ratio ours/sparsify {med['ours'] / med['sparsify']:.2f} (store feed), "
+              f"{med['ours-mem'] / med['sparsify']:.2f} (same tensors)")
     print(f"feed share of our step time (waiting for a batch): {share:.1%}")
 
 

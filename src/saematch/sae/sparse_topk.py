@@ -6,9 +6,10 @@ about five dense ``batch x d_in x d_sae`` products per step.  This subclass
 computes the same loss with one, the encoder's forward (needed to pick the top
 k).  Everything else is sparse:
 
-- the decoder bias is folded into the encoder bias (``(x - b_dec) W + b =
-  x W + (b - b_dec W)``), so the input needs no gradient, and the encoder's
-  weight gradient is an index_add into the k selected columns per row;
+- the centred input ``x - b_dec`` needs no gradient of its own: the decoder
+  bias's gradient through the encoder is ``-W_enc @ g_b`` (one matrix-vector
+  product), and the encoder's weight gradient is a sparse product into the k
+  selected columns per row;
 - decoding is ``embedding_bag`` over the k active decoder rows (forward and
   backward touch ``batch x k`` rows);
 - the aux-k loss for dead latents uses the dead latents' columns only;
@@ -34,26 +35,31 @@ from saematch.sae.kernels import decode, encoder_grad
 
 
 class _GatheredLinear(torch.autograd.Function):
-    """``(x @ W + bias).gather(1, idx)`` from a precomputed product; the backward is sparse or dense
+    """``((x - b_dec) @ W + b_enc).gather(1, idx)`` from a precomputed product; the backward is sparse or dense
     (``kernels.encoder_grad``).
 
-    x ``[B, d_in]`` (no gradient), W ``[d_in, d_sae]``, bias ``[d_sae]``, idx ``[B, k]``.
-    With the sparse kernel the weight gradient is a ``G^T @ x`` with ``B * k`` non-zeros
-    (torch sparse COO; 8 ms at 1024 x 4608 x 576 on 2 cores) instead of the dense product (45 ms).
+    xc = ``x - b_dec`` ``[B, d_in]`` (no gradient of its own), W ``[d_in, d_sae]``, b_enc ``[d_sae]``, b_dec
+    ``[d_in]`` or None (not applied to the input), idx ``[B, k]``.  The decoder bias's gradient is
+    ``-W @ g_b`` with ``g_b`` the encoder bias's: one matrix-vector product, where autograd through
+    ``x - b_dec`` would carry a ``[B, d_in]`` input gradient.  With the sparse kernel the weight gradient
+    is a ``G^T @ xc`` with ``B * k`` non-zeros (torch sparse COO; 8 ms at 1024 x 4608 x 576 on 2 cores)
+    instead of the dense product (22 ms).
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, W: torch.Tensor, bias: torch.Tensor, idx: torch.Tensor,
-                pre: torch.Tensor, kernel: str) -> torch.Tensor:
-        ctx.save_for_backward(x, idx)
-        ctx.d_sae, ctx.kernel, ctx.dtypes = W.shape[1], kernel, (W.dtype, bias.dtype)
+    def forward(ctx: Any, xc: torch.Tensor, W: torch.Tensor, b_enc: torch.Tensor, b_dec: torch.Tensor | None,
+                idx: torch.Tensor, pre: torch.Tensor, kernel: str) -> torch.Tensor:
+        ctx.save_for_backward(xc, W, idx)
+        ctx.d_sae, ctx.kernel, ctx.has_b_dec = W.shape[1], kernel, b_dec is not None
+        ctx.dtypes = (W.dtype, b_enc.dtype, None if b_dec is None else b_dec.dtype)
         return pre.gather(1, idx)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        x, idx = ctx.saved_tensors
-        gW, gb = encoder_grad(ctx.kernel, x, idx, grad, ctx.d_sae)
-        return None, gW.to(ctx.dtypes[0]), gb.to(ctx.dtypes[1]), None, None, None
+        xc, W, idx = ctx.saved_tensors
+        gW, gb = encoder_grad(ctx.kernel, xc, idx, grad, ctx.d_sae)
+        g_dec = -(W @ gb).to(ctx.dtypes[2]) if ctx.has_b_dec and ctx.needs_input_grad[3] else None
+        return None, gW.to(ctx.dtypes[0]), gb.to(ctx.dtypes[1]), g_dec, None, None, None
 
 
 def _sparse_rows(idx_BK: torch.Tensor, acts_BK: torch.Tensor, d_sae: int) -> torch.Tensor:
@@ -87,14 +93,15 @@ def sparse_topk_class() -> type:
         def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
             x = self.run_time_activation_norm_fn_in(self.reshape_fn_in(step_input.sae_in.to(self.dtype)))
             norm = self.W_dec.norm(dim=-1) if self.cfg.rescale_acts_by_decoder_norm else None
-            # (x - b_dec) W_enc + b_enc, with the decoder bias folded into the encoder bias: x needs
-            # no gradient, so the backward is one product for W_enc and vector work for the biases
-            bias = self.b_enc - (self.b_dec * self.cfg.apply_b_dec_to_input) @ self.W_enc
+            # (x - b_dec) W_enc + b_enc: the centred input needs no gradient of its own (_GatheredLinear
+            # gives b_dec's directly), so the backward is one sparse product for W_enc and vector work
+            b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
             with torch.no_grad():
-                pre = torch.addmm(bias, x, self.W_enc)  # [B, d_sae], the one dense product
+                xc = x - b_dec if b_dec is not None else x
+                pre = torch.addmm(self.b_enc, xc, self.W_enc)  # [B, d_sae], the one dense product
                 hidden = pre * norm if norm is not None else pre
                 idx = hidden.topk(self.cfg.k, dim=-1, sorted=False).indices  # [B, k]
-            pre_k = _GatheredLinear.apply(x, self.W_enc, bias, idx, pre, self.kernels["encoder_grad"])
+            pre_k = _GatheredLinear.apply(xc, self.W_enc, self.b_enc, b_dec, idx, pre, self.kernels["encoder_grad"])
             if norm is not None:
                 pre_k = pre_k * norm[idx]
             acts = torch.relu(pre_k)
