@@ -84,6 +84,18 @@ def write_config(path: Path, data: dict) -> Path:
     return path
 
 
+def tiny_run(tiny_dir: Path, root: Path, llama: list, gpt2: list, max_tokens: int, **sections) -> dict:
+    """A run config over the tiny models under ``root`` (run/ and cache/), as plain data: the models at the
+    given layers, the tiny corpus cut to ``max_tokens``, then the given sections as they are."""
+    return {
+        "run_dir": str(root / "run"), "cache_dir": str(root / "cache"),
+        "models": [{"name": str(tiny_dir / "llama"), "label": "llama", "layers": llama},
+                   {"name": str(tiny_dir / "gpt2"), "label": "gpt2", "layers": gpt2}],
+        "corpus": {"source": str(tiny_dir / "docs"), "max_tokens": max_tokens, "window": 64, "min_context": 2},
+        **sections,
+    }
+
+
 @pytest.fixture
 def tiny_config(tiny_dir, tmp_path) -> dict:
     """A run config over the tiny models, as plain data (write it with write_config)."""

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import write_config
+from conftest import tiny_run, write_config
 from saematch.config import load_config
 from saematch.graph.plan import build_plan
 from saematch.runs import run
@@ -38,10 +38,8 @@ def test_random_init_is_built_offline_from_the_config(tiny_dir, tmp_path, monkey
 
 def cfg_for(tiny_dir, run_dir, **extra):
     return {
-        "run_dir": str(run_dir), "cache_dir": str(run_dir.parent / "cache"),
-        "models": [{"name": str(tiny_dir / "llama"), "label": "llama", "layers": [0, 3]},
-                   {"name": str(tiny_dir / "gpt2"), "label": "gpt2", "layers": [1, 2]}],
-        "corpus": {"source": str(tiny_dir / "docs"), "max_tokens": 2500, "window": 64, "min_context": 2},
+        **tiny_run(tiny_dir, run_dir.parent, [0, 3], [1, 2], 2500),
+        "run_dir": str(run_dir),
         "extract": {"batch_size": 2, "dtype": "float32", "shard_units": 128},
         "sae": {"expansion": 2, "k": 4, "training_tokens": 8192, "batch_size": 128, "loss_windows": 0,
                 "checkpoint_every": 8, "threads": 1},

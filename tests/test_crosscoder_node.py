@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import write_config
+from conftest import tiny_run, write_config
 from saematch.config import load_config
 from saematch.crosscoder import CrosscoderConfig, best_layer_b, latent_scaling_summary, load_crosscoder
 from saematch.errors import ConfigError, SaematchError
@@ -26,18 +26,15 @@ CC = {"enabled": True, "expansion": 2, "k": 4, "lr": 3e-3, "training_tokens": 40
 @pytest.fixture(scope="module")
 def built(tiny_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ccnode")
-    cfg = {
-        "run_dir": str(tmp / "run"), "cache_dir": str(tmp / "cache"),
-        "models": [{"name": str(tiny_dir / "llama"), "label": "llama", "layers": [0, 3]},
-                   {"name": str(tiny_dir / "gpt2"), "label": "gpt2", "layers": [0, 2]}],
-        "corpus": {"source": str(tiny_dir / "docs"), "max_tokens": 1500, "window": 64, "min_context": 2},
-        "extract": {"dtype": "float32", "shard_units": 256},
-        "sae": {"expansion": 2, "k": 4, "training_tokens": 2048, "batch_size": 256, "loss_windows": 0},
-        "controls": {"seed": False, "shuffle": False, "random_init": True},
-        "calibration": {"n_bootstrap": 5},
-        "similarity": {"n_permutations": 5, "n_bootstrap": 0, "max_units": 200, "max_pairs": 100},
-        "crosscoder": CC,
-    }
+    cfg = tiny_run(
+        tiny_dir, tmp, [0, 3], [0, 2], 1500,
+        extract={"dtype": "float32", "shard_units": 256},
+        sae={"expansion": 2, "k": 4, "training_tokens": 2048, "batch_size": 256, "loss_windows": 0},
+        controls={"seed": False, "shuffle": False, "random_init": True},
+        calibration={"n_bootstrap": 5},
+        similarity={"n_permutations": 5, "n_bootstrap": 0, "max_units": 200, "max_pairs": 100},
+        crosscoder=CC,
+    )
     path = write_config(tmp / "c.yaml", cfg)
     res = run(path, stages=("crosscoder",))
     return path, load_config(path), res

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import saematch
-from conftest import write_config
+from conftest import tiny_run, write_config
 from saematch.cli import main
 from saematch.config import load_config
 from saematch.errors import ConfigError
@@ -21,15 +21,9 @@ from saematch.runs import executor_for, run, status
 @pytest.fixture(scope="module")
 def tiny(tiny_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("graph")
-    cfg = {
-        "run_dir": str(tmp / "run"), "cache_dir": str(tmp / "cache"),
-        "models": [{"name": str(tiny_dir / "llama"), "label": "llama", "layers": [0, 3]},
-                   {"name": str(tiny_dir / "gpt2"), "label": "gpt2", "layers": [1]}],
-        "corpus": {"source": str(tiny_dir / "docs"), "max_tokens": 1500, "window": 64, "min_context": 2},
-        "extract": {"dtype": "float32", "shard_units": 256},
-        "sae": {"expansion": 2, "k": 4, "training_tokens": 2048, "batch_size": 256, "loss_windows": 0},
-        "similarity": {"n_permutations": 5, "n_bootstrap": 0, "max_units": 200, "max_pairs": 100},
-    }
+    cfg = tiny_run(tiny_dir, tmp, [0, 3], [1], 1500, extract={"dtype": "float32", "shard_units": 256},
+                   sae={"expansion": 2, "k": 4, "training_tokens": 2048, "batch_size": 256, "loss_windows": 0},
+                   similarity={"n_permutations": 5, "n_bootstrap": 0, "max_units": 200, "max_pairs": 100})
     path = write_config(tmp / "c.yaml", cfg)
     first = run(path)
     return path, first

@@ -237,6 +237,7 @@ def train_crosscoder(
     old_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    data = None
     try:
         st = _init(sources, cfg, names, n_train, device)
         fp = _fingerprint(cfg, st.model.d_models, n_train)
@@ -254,8 +255,9 @@ def train_crosscoder(
             if st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps:
                 save_checkpoint(out / CKPT, st, fp)
         bar.close()
-        data.close()
     finally:
+        if data is not None:
+            data.close()
         torch.set_num_threads(old_threads)
     st.model.to("cpu")
     files = save_crosscoder(st.model, out)

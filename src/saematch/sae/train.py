@@ -166,6 +166,7 @@ def train_sae(
     log.info("%straining on %s (autocast bf16: %s, layer held in RAM: %s, kernels: %s)", log_prefix, device,
              autocast, in_ram, getattr(sae, "kernels", None))
     feed: list[Prefetcher] = []
+    holder: dict[str, Any] = {"scale": scale}
 
     def data(skip: int) -> Prefetcher:
         for old in feed:
@@ -175,7 +176,6 @@ def train_sae(
         feed[:] = [Prefetcher(batches, device, cfg.prefetch)]
         return feed[0]
 
-    holder: dict[str, Any] = {"scale": scale}
     trainer = _make_trainer(cfg, sae, data(0), device, autocast)
     resumed = 0
     if ckpt.is_file():

@@ -31,12 +31,13 @@ class HungarianConfig(MatchConfig):
         _check(self.max_rounds >= 1, "matching.max_rounds must be >= 1")
 
     def assign(self, XA: Any, XB: Any) -> Any:
+        from saematch.devices import resolve
         from saematch.matching.assign import hungarian_dense
         from saematch.matching.correlation import dense_corr
         from saematch.matching.grid import match_grid
 
         if max(XA.shape[1], XB.shape[1]) <= self.dense_limit:
             return hungarian_dense(dense_corr(XA, XB)[0])
-        res = match_grid({0: XA}, {0: XB}, device=self.device or "cpu", k=self.candidates_k, k_max=self.certify_k,
+        res = match_grid({0: XA}, {0: XB}, device=resolve(self.device or "cpu"), k=self.candidates_k, k_max=self.certify_k,
                          max_rounds=self.max_rounds)
         return res[(0, 0)]
