@@ -25,9 +25,11 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check src tests bench analysis
 
+# Every bench at full size (tests/test_benches.py runs them at a smoke size).
 # EleutherAI sparsify is the outside reference in bench/train_sae.py; its torch
 # pin would pull CUDA wheels, so it goes in without dependencies.
 bench: setup
 	$(PY) -m pip install -q --no-deps eai-sparsify schedulefree
 	$(PY) -m pip install -q natsort simple-parsing
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
+	$(PY) bench/match.py --grid

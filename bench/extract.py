@@ -7,7 +7,7 @@ Same windows, same model, same dtype and device, in one run.  Prints tokens/s an
 
 ``--random-config gemma-2-2b`` writes Gemma-2-2B's architecture (config.json only) into a temporary folder
 and builds the model with seeded random weights: throughput needs no weights, and nothing is downloaded.
-``--n-layers`` shortens it (a CPU smoke run).
+``--n-layers`` shortens it.  ``--smoke``: a 3-block, 64-wide model of that architecture (seconds, no weights).
 """
 
 import argparse
@@ -31,6 +31,8 @@ GEMMA_2_2B = {  # google/gemma-2-2b's config.json (architecture only)
     "bos_token_id": 2, "eos_token_id": 1, "pad_token_id": 0,
 }
 CONFIGS = {"gemma-2-2b": GEMMA_2_2B}
+SMOKE = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, "num_key_value_heads": 1,
+         "head_dim": 32, "query_pre_attn_scalar": 32, "vocab_size": 1000}
 
 
 def main() -> None:
@@ -45,13 +47,18 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "saematch"))
+    ap.add_argument("--smoke", action="store_true", help="tiny random-init model, for the test that keeps benches running")
     args = ap.parse_args()
+    if args.smoke:
+        args.random_config, args.n_layers, args.batches, args.batch_size, args.seq = "gemma-2-2b", 3, 2, 2, 32
     dev = resolve(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         if args.random_config:
             cfg = dict(CONFIGS[args.random_config])
             if args.n_layers:
                 cfg["num_hidden_layers"] = args.n_layers
+            if args.smoke:
+                cfg.update(SMOKE)
             (Path(tmp) / "config.json").write_text(json.dumps(cfg))
             adapter = load_random_init(tmp, Path(args.cache), seed=0, dtype=args.dtype, device=dev)
         else:

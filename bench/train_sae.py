@@ -10,6 +10,7 @@ On CUDA all three run under bf16 autocast (as SAELens and sparsify train there);
 Also printed: the feed's share of our step time (time spent waiting for a batch).
 
     python bench/train_sae.py [--steps 10 --rounds 3] [--threads 2]            # CPU: d_in 576, 8x, k 32
+    python bench/train_sae.py --smoke                                            # seconds: d_in 32, 2 steps
     python bench/train_sae.py --device cuda --d-in 2304 --d-sae 16384 --k 64 --batch 4096   # Gemma-2-2B shapes
 """
 
@@ -42,7 +43,10 @@ def main() -> None:
     ap.add_argument("--kernel", default="auto", choices=("auto", "sparse", "dense"))
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (each trainer --steps per round); "
                                                           "medians are reported, so a load change hits all alike")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes, for the test that keeps every bench running")
     args = ap.parse_args()
+    if args.smoke:
+        args.steps, args.rounds, args.d_in, args.k, args.batch = 2, 1, 32, 4, 64
     torch.set_num_threads(args.threads)
     dev = resolve(args.device)
     d, B, k = args.d_in, args.batch, args.k

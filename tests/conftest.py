@@ -74,8 +74,10 @@ def tiny_dir(tmp_path_factory) -> Path:
     _save(llama_b, bpe, root / "llama-b")
     docs = root / "docs"
     docs.mkdir()
-    for i, t in enumerate(texts):
-        (docs / f"doc{i}.txt").write_text(t)
+    # short documents, so the document split has several on every side (as the demo does at larger scale)
+    chunks = [t[i:i + 750] for t in texts for i in range(0, len(t), 750)]
+    for i, t in enumerate(chunks):
+        (docs / f"doc{i:02d}.txt").write_text(t)
     return root
 
 

@@ -53,9 +53,11 @@ def test_plan_declares_every_control(tiny_dir, tmp_path):
     plan = build_plan(load_config(write_config(tmp_path / "c.yaml", cfg_for(tiny_dir, tmp_path / "run"))))
     ids = set(plan.nodes)
     assert {"extract:llama@random", "train:llama@seed1:0", "train:gpt2@seed1:2", "train:llama@random:3"} <= ids
-    assert {"match:llama@random:0:gpt2:1", "match:llama@shuffle:3:gpt2:2", "match:gpt2:1:gpt2@seed1:1"} <= ids
+    assert {"match:llama@random:0:gpt2:1", "match:llama:0:gpt2@random:1", "match:gpt2:1:gpt2@seed1:1",
+            "match:llama@embed:0:gpt2:2", "match:llama:3:gpt2@embed:0", "train:gpt2@embed:0", "corpus:split"} <= ids
+    assert not any("@shuffle" in n for n in ids)  # a reference, off by default: never a floor
     off = build_plan(load_config(write_config(tmp_path / "d.yaml", cfg_for(
-        tiny_dir, tmp_path / "run", controls={"seed": False, "random_init": False, "shuffle": False}))))
+        tiny_dir, tmp_path / "run", controls={"seed": False, "random_init": False, "embed": False}))))
     assert not any("@" in n for n in off.nodes)
     assert plan.hashes["train:llama:0"] == off.hashes["train:llama:0"]  # controls never invalidate the main nodes
 
@@ -76,13 +78,20 @@ def test_readouts_recompute_from_the_artifacts(reference):
     floor = pd.read_parquet(run_dir / "controls" / "pairs" / "llama@random_L03__gpt2_L02" / "pairs.parquet")
     twin_a = pd.read_parquet(run_dir / "controls" / "pairs" / "llama_L03__llama@seed1_L03" / "pairs.parquet")
     twin_b = pd.read_parquet(run_dir / "controls" / "pairs" / "gpt2_L02__gpt2@seed1_L02" / "pairs.parquet")
+    floors = {name: np.nanmean(pd.read_parquet(run_dir / "controls" / "pairs" / f / "pairs.parquet")["correlation"])
+              for name, f in (("random_a", "llama@random_L03__gpt2_L02"), ("random_b", "llama_L03__gpt2@random_L02"),
+                              ("embed_a", "llama@embed_L00__gpt2_L02"), ("embed_b", "llama_L03__gpt2@embed_L00"))}
+    assert np.nanmean(floor["correlation"]) == pytest.approx(floors["random_a"])
     assert row["score"] == pytest.approx(np.nanmean(main["correlation"]))
-    assert row["floor"] == pytest.approx(np.nanmean(floor["correlation"]))
+    assert row["floor_random"] == pytest.approx(max(floors["random_a"], floors["random_b"]))
+    assert row["floor_token"] == pytest.approx(max(floors["embed_a"], floors["embed_b"]))
+    assert row["floor"] == pytest.approx(max(floors.values())) and row["floor_kind"] == max(floors, key=floors.get)
     # the ceiling pools both models' seed twins: the mean of their mean held-out correlations
     assert row["ceiling"] == pytest.approx(0.5 * (np.nanmean(twin_a["correlation"]) + np.nanmean(twin_b["correlation"])))
     assert row["calibrated"] == pytest.approx((row["score"] - row["floor"]) / (row["ceiling"] - row["floor"]))
     mk = r[r.readout == "mknn"]
-    assert mk["ceiling_by_construction"].all() and (mk["ceiling"] == 1.0).all()
+    assert mk["ceiling"].isna().all()  # no ceiling of 1 by construction: floor-adjusted instead
+    assert (mk["calibrated"] - (mk["score"] - mk["floor"]) / (1 - mk["floor"])).abs().max() < 1e-9
     uni = pd.read_parquet(run_dir / "calibration" / "universality.parquet")
     assert len(uni) == sum(len(pd.read_parquet(p)) for p in (run_dir / "pairs").glob("*/pairs.parquet"))
     assert "matched-corr" in res.calibrated["readouts"]

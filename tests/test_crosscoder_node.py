@@ -20,16 +20,17 @@ from saematch.graph.plan import build_plan
 from saematch.runs import run
 
 CC = {"enabled": True, "expansion": 2, "k": 4, "lr": 3e-3, "training_tokens": 4096, "batch_size": 128,
-      "eval_fraction": 0.2, "map_rows": 2000, "top_units": 5, "checkpoint_every": 10}
+      "map_rows": 2000, "top_units": 5, "checkpoint_every": 10, "seeds": 2, "variants": ["plain", "dedicated"]}
+RUNS = {"plain", "dedicated"}
 
 
 @pytest.fixture(scope="module")
 def built(tiny_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ccnode")
     cfg = tiny_run(
-        tiny_dir, tmp, [0, 3], [0, 2], 1500,
+        tiny_dir, tmp, [0, 3], [0, 2], 3000,
         extract={"dtype": "float32", "shard_units": 256},
-        sae={"expansion": 2, "k": 4, "training_tokens": 2048, "batch_size": 256, "loss_windows": 0},
+        sae={"expansion": 2, "k": 4, "training_tokens": 2048, "batch_size": 64, "loss_windows": 0},
         controls={"seed": False, "shuffle": False, "random_init": True},
         calibration={"n_bootstrap": 5},
         similarity={"n_permutations": 5, "n_bootstrap": 0, "max_units": 200, "max_pairs": 100},
@@ -54,31 +55,55 @@ def test_one_node_per_a_layer_and_its_floor(built):
 
 
 def test_real_node_at_the_best_b_layer_with_both_d_models(built):
+    from saematch.crosscoder.rule import penalty_rule
+    from saematch.graph.context import RunContext
+    from saematch.matching.stage import train_mask
+
     _, cfg, _ = built
     best = pd.read_parquet(Path(cfg.run_dir) / "calibration" / "best.parquet")
+    mask = train_mask(RunContext(cfg))
     for la in (0, 3):
         node = _nodes(cfg)[f"crosscoder:llama:{la}:gpt2"]
         man = json.loads((node.path / "manifest.json").read_text())
         row = best[(best.readout == "matched-corr") & (best.model_a == "llama") & (best.layer_a == la)].iloc[0]
         assert man["layer_b"] == int(row.layer_b) == best_layer_b(Path(cfg.run_dir), "llama", la, "gpt2")[0]
-        assert man["control"] is None and man["train"]["steps"] == CC["training_tokens"] // CC["batch_size"]
-        cc = load_crosscoder(node.path)
-        assert cc.d_models == [32, 48] and cc.d_latent == 2 * 48 and cc.names == ["llama", "gpt2"]
-        lat = pd.read_parquet(node.path / "latents.parquet")
-        assert len(lat) == cc.d_latent and set(lat["class"]) <= {"shared", "a_only", "b_only", "dead"}
-        s = man["summary"]
-        assert s["shared_fraction"] + s["a_only_fraction"] + s["b_only_fraction"] == pytest.approx(1.0)
-        assert s["n_live"] == int((lat["class"] != "dead").sum()) and 0 < s["fvu_a"] < 1.5
-        assert man["latent_scaling"]["n_suspect"] == int(lat["suspect_exclusive"].sum())
+        # lambda by the recorded rule; the run's split: train documents train, test documents are read
+        assert man["penalty"] == man["penalty_rule"]["chosen"] == penalty_rule().chosen
+        assert man["n_train_units"] == int(mask.sum()) and man["n_test_units"] == int((~mask).sum())
+        runs = man["runs"]
+        assert [(r["variant"], r["seed"]) for r in runs] == [("plain", 0), ("plain", 1), ("dedicated", 0), ("dedicated", 1)]
+        assert set(man["spread"]) == RUNS and man["spread"]["plain"]["shared_fraction"]["n"] == 2
+        lat_all = pd.read_parquet(node.path / "latents.parquet")
+        for rec in runs:
+            assert man["control"] is None and rec["train"]["steps"] == CC["training_tokens"] // CC["batch_size"]
+            assert rec["train"]["n_train"] == int(mask.sum()) and rec["summary"]["n_heldout_units"] == int((~mask).sum())
+            d = node.path / rec["variant"] / f"seed_{rec['seed']}"
+            cc = load_crosscoder(d)
+            assert cc.d_models == [32, 48] and cc.d_latent == 2 * 48 and cc.names == ["llama", "gpt2"]
+            assert sum(cc.dedicated) == (round(0.2 * 96 / 2) * 2 if rec["variant"] == "dedicated" else 0)
+            lat = pd.read_parquet(d / "latents.parquet")
+            assert lat.equals(lat_all[(lat_all.variant == rec["variant"]) & (lat_all.seed == rec["seed"])]
+                              .drop(columns=["variant", "seed"]).reset_index(drop=True))
+            assert len(lat) == cc.d_latent and set(lat["class"]) <= {"shared", "a_only", "b_only", "dead"}
+            s = rec["summary"]
+            fr = [s[f"{c}_fraction"] for c in ("shared", "a_only", "b_only", "dead")]
+            assert sum(fr) == pytest.approx(1.0) and s["n_dead"] == int((lat["class"] == "dead").sum())
+            assert s["n_live"] == int((lat["class"] != "dead").sum()) and 0 < s["fvu_a"] < 1.5
+            assert rec["latent_scaling"]["n_suspect"] == int(lat["suspect_exclusive"].sum())
+        vals = [r["summary"]["shared_fraction"] for r in runs if r["variant"] == "plain"]
+        assert man["spread"]["plain"]["shared_fraction"]["min"] == pytest.approx(min(vals))
+        rec = runs[0]
+        d = node.path / "plain" / "seed_0"
+        cc, lat = load_crosscoder(d), pd.read_parquet(d / "latents.parquet")
         # agreement: exactly the shared latents, against features that exist, on the held-out units
-        agr = pd.read_parquet(node.path / "agreement.parquet")
+        agr = pd.read_parquet(d / "agreement.parquet")
         assert sorted(agr["latent"]) == sorted(lat.loc[lat["class"] == "shared", "latent"])
         pairs = pd.read_parquet(Path(cfg.run_dir) / "pairs" / f"llama_L{la:02d}__gpt2_L{man['layer_b']:02d}" / "pairs.parquet")
         partner = dict(zip(pairs.feature_a, pairs.feature_b))
         ok = agr[agr.feature_a >= 0]
         assert (ok.hungarian_b == [partner.get(a, -1) for a in ok.feature_a]).all()
         assert (ok.is_hungarian_pair == (ok.hungarian_b == ok.feature_b)).all()
-        assert man["agreement"]["n_latents"] == len(agr)
+        assert rec["agreement"]["n_latents"] == len(agr)
         # the saved dictionary reads each model's own activations and reconstructs them
         from saematch.activations import open_layer
 
@@ -96,10 +121,13 @@ def test_floor_node_reads_the_random_init_network_at_the_same_layer_pair(built):
         fl_node = nodes[f"crosscoder:llama@random:{la}:gpt2"]
         floor = json.loads((fl_node.path / "manifest.json").read_text())
         assert floor["control"] == "random-init" and floor["layer_b"] == real["layer_b"]
-        assert floor["agreement"] is None and not (fl_node.path / "agreement.parquet").exists()
-        assert load_crosscoder(fl_node.path).names == ["llama@random", "gpt2"]
-        w_real = load_crosscoder(nodes[f"crosscoder:llama:{la}:gpt2"].path).W_enc[0]
-        assert not torch.equal(w_real, load_crosscoder(fl_node.path).W_enc[0])  # other activations, other weights
+        assert set(floor["spread"]) == RUNS | {"plain-whitened"}  # and the spectrum-matched floor
+        assert all(r["agreement"] is None for r in floor["runs"]) and not (fl_node.path / "agreement.parquet").exists()
+        assert load_crosscoder(fl_node.path / "plain" / "seed_0").names == ["llama@random", "gpt2"]
+        w_real = load_crosscoder(nodes[f"crosscoder:llama:{la}:gpt2"].path / "plain" / "seed_0").W_enc[0]
+        w_floor = load_crosscoder(fl_node.path / "plain" / "seed_0").W_enc[0]
+        w_white = load_crosscoder(fl_node.path / "plain-whitened" / "seed_0").W_enc[0]
+        assert not torch.equal(w_real, w_floor) and not torch.equal(w_floor, w_white)  # other inputs, other weights
 
 
 def test_report_section_tables_and_histogram(built, tmp_path):
@@ -109,19 +137,21 @@ def test_report_section_tables_and_histogram(built, tmp_path):
     _, cfg, _ = built
     title, body, figs = report_section(RunContext(cfg), tmp_path)
     assert "rosscoder" in title and len(figs) == 1 and figs[0].is_file() and figs[0].parent == tmp_path
-    for text in ("floor shared", "floor shared by scaling", "Latent Scaling", "same Hungarian pair", "Jaccard A-B", "data:image/png;base64",
-                 "median firing entropy"):
+    for text in ("floor, spectrum-matched", "dedicated", "dead", "FVU A", "matched floor exclusive", "±",
+                 "largest lambda", "Latent Scaling", "same pair", "data:image/png;base64", "median firing entropy"):
         assert text in body, text
-    assert body.count("<tr>") >= 1 + 2 + 1 + 4  # header + 2 A layers in the fractions table, 4 scaling rows
+    # per A layer: plain (pair, floor, matched floor) and dedicated (pair, floor) rows, plus the header
+    frac = body[body.index("Class fractions"):body.index("Separation")]
+    assert frac.count("<tr>") == 1 + 2 * 5
     res = run(built[0], stages=("report",))  # the report node includes the section (compare is built on the way)
     html = res.report.read_text()
-    assert title in html and "floor shared" in html
+    assert title in html and "floor, spectrum-matched" in html
     assert (res.report.parent / "crosscoder_rel_norms.png").is_file()
     # the browser shows the same view below its app: fractions beside the floor's, shared latents beside the pairs
     page = (res.report.parent / "browser.html").read_text()
     section = page[page.index('<section id="crosscoder">'):]
     assert page.index("</main>") < page.index('<section id="crosscoder">') < page.index("<script")
-    for text in ("floor shared", "floor B-only", "Hungarian partner", "llama L0 ~ gpt2"):
+    for text in ("floor, spectrum-matched", "dead latents", "FVU B", "Hungarian partner", "llama L0 ~ gpt2"):
         assert text in section, text
     assert "decoder-norm penalty" in html
 

@@ -78,11 +78,11 @@ def test_decoder_penalty_value_and_pull():
 def test_inputs_are_scaled_by_centred_variance(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4000, 6)) * np.array([1, 2, 3, 1, 1, 1]) + 50.0  # a mean far larger than the spread
-    var, mean = input_stats(ArraySource(torch.from_numpy(x.astype(np.float32))), 4000)
+    var, mean = input_stats(ArraySource(torch.from_numpy(x.astype(np.float32))), np.arange(4000))
     assert var == pytest.approx(float(((x - x.mean(0)) ** 2).sum(1).mean()), rel=1e-3)
     np.testing.assert_allclose(mean.numpy(), x.mean(0), rtol=1e-4)
     with pytest.raises(ArtifactError, match="do not vary"):
-        input_stats(ArraySource(torch.ones(100, 4)), 100)
+        input_stats(ArraySource(torch.ones(100, 4)), np.arange(100))
     y = 10 * rng.standard_normal((4000, 9)) - 3.0
     cfg = CrosscoderConfig(expansion=1, k=2, training_tokens=256, batch_size=256, decoder_penalty=0.0)
     cc = train_crosscoder([x.astype(np.float32), y.astype(np.float32)], cfg, tmp_path).crosscoder

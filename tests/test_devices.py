@@ -84,8 +84,8 @@ def test_layer_in_ram_and_prefetch_feed_give_the_same_batches(tmp_path, monkeypa
     bare = store.batches(64, 0, 900, seed=3, scale=2.0, skip=5)
     ref = [next(bare) for _ in range(40)]  # ~3 epochs over 900 rows
     reads = []
-    real = store.read_rows
-    monkeypatch.setattr(type(store), "read_rows", lambda self, a, b: reads.append((a, b)) or real(a, b))
+    real = store.shard
+    monkeypatch.setattr(type(store), "shard", lambda self, k: reads.append(k) or real(k))
     with Prefetcher(store.batches(64, 0, 900, seed=3, scale=2.0, skip=5, in_memory=True), "cpu", depth=3) as feed:
         got = [next(feed) for _ in range(40)]
     assert all(torch.equal(a, b) for a, b in zip(ref, got))
@@ -123,7 +123,7 @@ def extracted(tiny_dir, tmp_path_factory):
     from saematch.runs import run
 
     tmp = tmp_path_factory.mktemp("ranks")
-    cfg = tiny_run(tiny_dir, tmp, [0, 3], [1], 1500, device="cpu", extract={"dtype": "float32", "shard_units": 256},
+    cfg = tiny_run(tiny_dir, tmp, [0, 3], [1], 3000, device="cpu", extract={"dtype": "float32", "shard_units": 256},
                    sae={"expansion": 2, "k": 4, "training_tokens": 1024, "batch_size": 256, "loss_windows": 0,
                         "threads": 1})
     path = write_config(tmp / "c.yaml", cfg)

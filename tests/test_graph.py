@@ -21,7 +21,7 @@ from saematch.runs import executor_for, run, status
 @pytest.fixture(scope="module")
 def tiny(tiny_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("graph")
-    cfg = tiny_run(tiny_dir, tmp, [0, 3], [1], 1500, extract={"dtype": "float32", "shard_units": 256},
+    cfg = tiny_run(tiny_dir, tmp, [0, 3], [1], 3000, extract={"dtype": "float32", "shard_units": 256},
                    sae={"expansion": 2, "k": 4, "training_tokens": 2048, "batch_size": 256, "loss_windows": 0},
                    similarity={"n_permutations": 5, "n_bootstrap": 0, "max_units": 200, "max_pairs": 100})
     path = write_config(tmp / "c.yaml", cfg)
@@ -177,10 +177,12 @@ def test_jobs_lists_graph_nodes(tiny, capsys):
     path, _ = tiny
     assert jobs([str(path)]) == 0
     assert capsys.readouterr().out.split() == ["llama:0", "llama:3", "gpt2:1", "llama@seed1:0", "llama@seed1:3",
-                                               "llama@random:0", "llama@random:3", "gpt2@seed1:1"]
+                                               "llama@random:0", "llama@random:3", "llama@embed:0", "gpt2@seed1:1",
+                                               "gpt2@random:1", "gpt2@embed:0"]
     assert jobs([str(path), "--stage", "match"]) == 0
-    assert capsys.readouterr().out.split()[:3] == ["match:llama:0:gpt2:1", "match:llama@random:0:gpt2:1",
-                                                   "match:llama@shuffle:0:gpt2:1"]
+    assert capsys.readouterr().out.split()[:5] == ["match:llama:0:gpt2:1", "match:llama@random:0:gpt2:1",
+                                                   "match:llama:0:gpt2@random:1", "match:llama@embed:0:gpt2:1",
+                                                   "match:llama:0:gpt2@embed:0"]
 
 
 def test_rerun_is_fast(tiny):

@@ -182,3 +182,76 @@ def test_row_cache_serves_each_row_once():
     np.testing.assert_array_equal(cache(np.array([3, 7, 9])), want[[3, 7, 9]])
     np.testing.assert_array_equal(cache(np.array([1, 7, 9])), want[[1, 7, 9]])
     assert cache.computed == 4
+
+
+def test_one_pass_top_lists_equal_a_dense_sort_for_any_thread_count():
+    import numba
+
+    rng = np.random.default_rng(11)
+    XA, XB = topk_acts(2500, 90, 6, rng), topk_acts(2500, 70, 6, rng)
+    XB = (XB + XA[:, :70] * 0.5).tocsr()
+    XB = sp.hstack([XB, XB[:, :5]]).tocsr()  # duplicated columns: exact ties in every row that touches them
+    rows = corr_rows(XA, XB, check_pair(XA, XB))
+    W = np.nan_to_num(rows(0, 90), nan=0.0).clip(0, None)
+    k = 4
+    before = numba.get_num_threads()
+    try:
+        got = []
+        for t in sorted({1, before}):
+            numba.set_num_threads(t)
+            got.append(top_lists(rows, k))
+    finally:
+        numba.set_num_threads(before)
+    for top in got:  # values: the k largest; indices: ties go to the smaller index
+        np.testing.assert_array_equal(top.row_v, -np.sort(-W, axis=1)[:, :k].astype(np.float32))
+        np.testing.assert_array_equal(top.col_v, -np.sort(-W, axis=0)[:k].T.astype(np.float32))
+        order = np.lexsort((np.broadcast_to(np.arange(W.shape[1]), W.shape), -W), axis=1)[:, :k]
+        np.testing.assert_array_equal(top.row_i, np.where(np.take_along_axis(W, order, 1) > 0, order, -1))
+    for a, b in zip(got, got[1:]):
+        np.testing.assert_array_equal(a.row_i, b.row_i)
+        np.testing.assert_array_equal(a.col_i, b.col_i)
+
+
+def test_phased_first_solve_is_optimal_with_feasible_tight_duals():
+    from saematch.matching.assign import _cold_ssp
+
+    rng = np.random.default_rng(2)
+    for F_A, F_B in ((80, 60), (60, 80)):
+        XA, XB = topk_acts(2000, F_A, 8, rng), topk_acts(2000, F_B, 8, rng)
+        XB = (XB + XA[:, :F_B] * 0.3 if F_A >= F_B else XB + sp.hstack([XA, XA])[:, :F_B] * 0.3).tocsr()
+        G = topk_candidates(XA, XB, check_pair(XA, XB), 3)
+        cost = _augmented(G)
+        mc, u, v = _cold_ssp(cost, F_A, F_B)
+        n = cost.shape[0]
+        assert sorted(mc) == list(range(n))
+        r, c = min_weight_full_bipartite_matching(cost)
+        assert cost[np.arange(n), mc].sum() == pytest.approx(cost[r, c].sum(), abs=1e-9)
+        coo = cost.tocoo()
+        assert (u[coo.row] + v[coo.col] <= coo.data + 1e-9).all()
+        np.testing.assert_allclose(u + v[mc], np.asarray(cost[np.arange(n), mc]).ravel(), atol=1e-9)
+
+
+def test_feature_stats_equal_feature_stats_of_for_both_layouts():
+    from saematch.features.encode import FeatureStats
+    from saematch.matching.correlation import feature_stats
+
+    rng = np.random.default_rng(6)
+    X = topk_acts(700, 30, 4, rng).tolil()
+    X[:, 3] = 0  # never fires
+    X[:, 8] = 2.5  # fires everywhere, constant
+    X = X.tocsr()
+    want = FeatureStats.of(X)
+    for M in (X, X.tocsc()):
+        got = feature_stats(M)
+        assert got.n_units == want.n_units
+        np.testing.assert_array_equal(got.count, want.count)
+        for f in ("total", "total_sq", "max", "mean", "std"):
+            np.testing.assert_allclose(getattr(got, f), getattr(want, f), rtol=1e-6, atol=1e-9)
+        np.testing.assert_array_equal(got.dead, want.dead)
+        assert got.dead[3] and got.dead[8]
+
+
+def test_grid_makes_no_second_pass_on_planted_pairs(grid):
+    XAs, XBs, _ = grid
+    res = match_grid(XAs, XBs, k=2, k_max=8)
+    assert all(g.checked_rows < 200 // 4 for g in res.log)  # the certificate recomputes only a few rows

@@ -21,23 +21,26 @@ def quick_run(tmp_path_factory):
     return run
 
 
-def test_calibrated_readouts_have_floor_and_ceiling(quick_run):
+def test_calibrated_readouts_have_floors_and_ceiling(quick_run):
     r = pd.read_parquet(quick_run / "calibration" / "readouts.parquet")
-    assert {"matched-corr", "mknn", "cka-linear", "svcca", "rsa", "svcca-units"} <= set(r.readout)
-    assert (r["floor_kind"] == "random-init").all()
+    assert {"matched-corr", "mknn", "cka-linear", "svcca", "rsa", "svcca-subspace"} <= set(r.readout)
     mc = r[r.readout == "matched-corr"]
-    assert mc["floor"].notna().all() and mc["ceiling"].notna().all()
-    assert (r[r.readout == "mknn"]["ceiling"] == 1.0).all() and r[r.readout == "mknn"]["ceiling_by_construction"].all()
+    assert mc["floor_random"].notna().all() and mc["floor_token"].notna().all() and mc["ceiling"].notna().all()
+    assert set(mc["floor_kind"]) <= {"random_a", "random_b", "embed_a", "embed_b"}
+    assert (mc["ci_method"].isin(["bca", "percentile"])).all() and (mc["n_docs"] >= 10).all()
+    assert r[r.readout == "mknn"]["ceiling"].isna().all()
     pairs = pd.read_parquet(next((quick_run / "pairs").glob("*/pairs.parquet")))
     assert pairs["heldout"].all() and (pairs["corr_train"].mean() > pairs["correlation"].mean())  # selection inflates
 
 
 def test_analysis_scripts_run_on_the_quick_run(quick_run, tmp_path):
-    for script in ("heatmaps", "best_layers", "corr_histograms", "semantic_table"):
+    for script in ("heatmaps", "best_layers", "corr_histograms", "semantic_table", "ci_width"):
         r = subprocess.run([sys.executable, str(ROOT / "analysis" / f"{script}.py"), str(quick_run), str(tmp_path)],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "best_layers.png").stat().st_size > 0 and (tmp_path / "semantic_table.md").is_file()
+    widths = pd.read_csv(tmp_path / "ci_width.csv")
+    assert len(widths) == 9 and (widths["width_ratio"] > 0).all()
     assert len(list(tmp_path.glob("heatmap_calibrated_*.png"))) == 6
 
 

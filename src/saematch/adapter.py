@@ -279,6 +279,25 @@ class ModelAdapter:
         return out
 
     @torch.inference_mode()
+    def resid_pre0(self, ids_BT: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The residual entering block 0 ``[B, T, d_model]`` (``blocks.0.hook_resid_pre``): the input embeddings
+        as the model scales them, before any block has mixed positions, i.e. token identity alone."""
+        out: dict[str, torch.Tensor] = {}
+
+        def hook(_mod: Any, args: Any, kwargs: Any) -> None:
+            out["x"] = args[0] if args else kwargs["hidden_states"]
+            raise _StopForward
+
+        handle = self.blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            self.model.base_model(input_ids=ids_BT.to(self.device), attention_mask=attention_mask, use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return out["x"]
+
+    @torch.inference_mode()
     def token_losses(
         self, ids_BT: torch.Tensor, layer: Optional[int] = None,
         replace: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
@@ -340,4 +359,21 @@ class ModelAdapter:
             kwargs["logits_to_keep"] = keep_last
         with self._hooks(hooks):
             logits = self.model(**kwargs).logits.float()
+        return torch.log_softmax(logits, dim=-1)
+
+    @torch.inference_mode()
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of ``ids`` as the body receives them (scaled where the model scales them, as Gemma's
+        embedding module does)."""
+        return self.model.get_input_embeddings()(ids.to(self.device))
+
+    @torch.inference_mode()
+    def masked_next_logprobs(self, ids_T: torch.Tensor, masked_BT: torch.Tensor, baseline_D: torch.Tensor) -> torch.Tensor:
+        """Next-token log-softmax at the last position ``[B, V]`` (float32) of one sequence run B times from
+        ``inputs_embeds``: row b embeds ``ids_T`` with every position where ``masked_BT[b]`` is True replaced by
+        ``baseline_D`` (a vector as the body receives it, see :meth:`embed_tokens`)."""
+        x = self.embed_tokens(ids_T[None])
+        base = baseline_D.to(device=x.device, dtype=x.dtype)
+        x = torch.where(masked_BT.to(x.device)[..., None], base, x)
+        logits = self.model(inputs_embeds=x, use_cache=False, logits_to_keep=1).logits[:, -1].float()
         return torch.log_softmax(logits, dim=-1)

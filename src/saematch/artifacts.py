@@ -162,6 +162,9 @@ class RunLayout:
     def corpus(self) -> Path:
         return self.root / "corpus"
 
+    def split(self) -> Path:
+        return self.root / "split"
+
     def acts(self, model: str, layer: int) -> Path:
         return self.root / "acts" / model / f"layer_{layer:02d}"
 

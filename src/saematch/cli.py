@@ -18,7 +18,8 @@ from saematch.errors import SaematchError
 
 log = logging.getLogger("saematch")
 
-STAGE_NAMES = ("corpus", "extract", "train", "features", "match", "compare", "calibrate", "transfer", "crosscoder", "report")
+STAGE_NAMES = ("corpus", "extract", "train", "features", "match", "compare", "calibrate", "transfer", "crosscoder", "interactions",
+               "report")
 TARGETS = {
     "extract": ("extract", "write aligned residual activations for every model and layer"),
     "train": ("train", "train (or load) an SAE per model and layer, with eval.json"),
@@ -28,6 +29,8 @@ TARGETS = {
     "calibrate": ("calibrate", "every readout between its floor (random-init, shuffle) and ceiling (seed twin)"),
     "transfer": ("transfer", "maps, SAE, steering and probe transfer across models (transfer.enabled)"),
     "crosscoder": ("crosscoder", "a crosscoder per A layer and its best B layer (crosscoder.enabled)"),
+    "interactions": ("interactions", "AND/OR interactions between input words per model pair, shared against floors "
+                                     "and a ceiling (interactions.enabled)"),
     "report": ("report", "heatmaps and a self-contained report.html"),
     "run": ("report", "every stage: corpus, extract, train, features, match, compare, calibrate, report (cached, resumable)"),
 }
@@ -99,14 +102,19 @@ def _cmd_target(args: argparse.Namespace) -> int:
 
 
 def _print_calibrated(summary: dict) -> None:
-    print("calibrated = (score - floor) / (ceiling - floor); means over layer pairs")
-    print(f"{'readout':<14}{'floor':>8}{'score':>8}{'ceiling':>9}{'calib.':>8}{'uninf.':>8}{'best: f<s<c':>13}")
+    print("floors: random (random weights) and token (input embeddings), each the higher of the two sides; "
+          "calibrated = (score - strongest floor) / (ceiling - floor), raw readouts (s - f) / (1 - f); "
+          "means over informative layer pairs")
+    print(f"{'readout':<15}{'random':>8}{'token':>8}{'score':>8}{'ceiling':>9}{'calib.':>8}{'>random':>9}{'>token':>8}"
+          f"{'uninf.':>8}")
     for name, v in summary.get("readouts", {}).items():
-        print(f"{name:<14}{v.get('mean_floor', float('nan')):>8.3f}{v.get('mean_score', float('nan')):>8.3f}"
-              f"{v.get('mean_ceiling', float('nan')):>9.3f}{v.get('mean_calibrated', float('nan')):>8.3f}"
-              f"{v['n_uninformative']:>5}/{v['n_layer_pairs']:<3}{v['best_ordered']:>8}/{v['n_best']}")
-    if "universal_fraction" in summary:
-        print(f"universal pairs: {summary['universal_fraction']:.1%} of matched pairs")
+        nan = float("nan")
+        print(f"{name:<15}{v.get('mean_floor_random', nan):>8.3f}{v.get('mean_floor_token', nan):>8.3f}"
+              f"{v.get('mean_score', nan):>8.3f}{v.get('mean_ceiling', nan):>9.3f}{v.get('mean_calibrated', nan):>8.3f}"
+              f"{v.get('mean_calibrated_random', nan):>9.3f}{v.get('mean_calibrated_token', nan):>8.3f}"
+              f"{v['n_uninformative']:>5}/{v['n_layer_pairs']:<3}")
+    for key, share in summary.get("universal_share_at_best", {}).items():
+        print(f"{key}: {share:.1%} of live features have a universal partner at the chosen layer")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from saematch.crosscoder.config import CrosscoderConfig
 from saematch.devices import DEVICE_DOC, OVERRIDE_DOC, check_spec
 from saematch.errors import ConfigError
 from saematch.registry import MATCHERS, SAE_ARCHITECTURES
+from saematch.interactions.config import InteractionsConfig
 from saematch.transfer.config import TransferConfig
 
 
@@ -233,11 +234,15 @@ class ControlsConfig:
     seed: bool = opt(True, "ceiling: a twin SAE per trained (model, layer) with another seed, matched to the "
                            "first like a cross-model pair (pretrained SAEs have no twin)")
     twin_seed: int = opt(1, "seed of the twin SAEs")
-    random_init: bool = opt(True, "floor: one model's architecture with random weights (no download), through "
-                                  "extract, SAEs and matching against the other model")
-    random_model: Optional[str] = opt(None, "key of the model whose architecture gets random weights; default: the first")
+    random_init: bool = opt(True, "floor: each model's architecture with random weights (no download), through "
+                                  "extract, SAEs and matching against the other model; a readout is calibrated "
+                                  "against the higher of the two sides' floors")
+    random_model: Optional[str] = opt(None, "only this model key gets a random-init control; default: every model")
+    embed: bool = opt(True, "token-identity floor: each model's input embeddings at every unit (before block 0), "
+                            "through SAEs and matching like a layer (MODEL@embed), paired with the other model's layers")
     random_seed: int = opt(1234, "seed of the random weights (not 0, the seed most random test models are built with)")
-    shuffle: bool = opt(True, "floor: units permuted on A's side before matching (needs no model)")
+    shuffle: bool = opt(False, "a further reference, not a floor for calibration: units permuted on A's side before "
+                               "matching (needs no model; beaten by any network, random or not)")
     shuffle_seed: int = opt(0, "seed of the unit permutation")
 
 
@@ -282,6 +287,8 @@ class RunConfig:
                                          factory=CalibrationConfig)
     transfer: TransferConfig = opt(doc="maps, SAE, steering and probe transfer across models", factory=TransferConfig)
     crosscoder: CrosscoderConfig = opt(doc="a shared dictionary across two models", factory=CrosscoderConfig)
+    interactions: InteractionsConfig = opt(doc="AND/OR interactions between input words, shared across models",
+                                           factory=InteractionsConfig)
     report: ReportConfig = opt(doc="the report", factory=ReportConfig)
     wandb: WandbConfig = opt(doc="wandb logging", factory=WandbConfig)
 

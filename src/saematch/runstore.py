@@ -26,6 +26,7 @@ TABLES = {
     "transfer_probes": "transfer/*/probes.parquet",
     "crosscoder_latents": "crosscoders/*/latents.parquet",
     "crosscoder_agreement": "crosscoders/*/agreement.parquet",
+    "interactions": "interactions/*/interactions.parquet",
 }
 
 
@@ -33,7 +34,8 @@ class RunStore(PairStore):
     """Query a run: the views ``pairs`` and ``features`` (see :class:`PairStore`) and, once the
     compare stage has run, ``scores``, ``best_layers``, ``depth`` and ``concepts``; once the
     calibrate stage has run, ``readouts``, ``universality``, ``fractions`` and ``calibrated_best``; and the
-    ``transfer_*`` and ``crosscoder_*`` tables of those stages when they are enabled."""
+    ``transfer_*`` and ``crosscoder_*`` tables and the ``interactions`` table (one row per prompt, model, baseline
+    and subset S) of those stages when they are enabled."""
 
     def __init__(self, run_dir: str | Path):
         super().__init__(run_dir)

@@ -29,7 +29,7 @@ def extracted(tiny_dir, tmp_path_factory):
         "run_dir": str(tmp / "run"), "cache_dir": str(tmp / "cache"),
         "models": [{"name": str(tiny_dir / "llama"), "label": "llama", "layers": [0, 2]},
                    {"name": str(tiny_dir / "gpt2"), "label": "gpt2", "layers": [1]}],
-        "corpus": {"source": str(tiny_dir / "docs"), "max_tokens": 1500, "window": 64, "min_context": 2},
+        "corpus": {"source": str(tiny_dir / "docs"), "max_tokens": 3000, "window": 64, "min_context": 2},
         "extract": {"dtype": "float32", "shard_units": 256},
         "sae": {"expansion": 2, "k": 4, "training_tokens": 2048, "batch_size": 256, "loss_windows": 0},
     }

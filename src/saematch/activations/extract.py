@@ -66,11 +66,13 @@ def extract_model(
     chash: str,
     dist: DistInfo = DistInfo(),
     token_key: str | None = None,
+    embed: bool = False,
 ) -> ExtractResult:
     """Write every configured layer of ``spec`` for all aligned units.
 
     token_key: whose corpus tokens to feed (default ``spec.key``): a random-init
     control reads its source model's tokens and writes under its own key.
+    embed: write the residual entering block 0 (the input embeddings) as ``spec``'s one layer.
     """
     tk = token_key or spec.key
     n_rows = corpus.n_units
@@ -83,7 +85,7 @@ def extract_model(
     mine = [k for k in range(n_shards) if k % dist.world == dist.rank]
     todo = [k for k in mine if not all(shard_done(roots[la], k, min(S, n_rows - k * S), chash) for la in pending)]
     adapter = load() if todo else None
-    if adapter is not None:
+    if adapter is not None and not embed:
         adapter.check_layers(spec.layers)
     for root in roots.values():  # only now, with the work known to be valid, drop stale manifests
         root.mkdir(parents=True, exist_ok=True)
@@ -96,7 +98,7 @@ def extract_model(
         win_U, pos_U = corpus.unit_windows(tk)
         for k in tqdm(todo, desc=f"extract {spec.key}", unit="shard", disable=None):
             lo, hi = k * S, min((k + 1) * S, n_rows)
-            rows = _shard_rows(adapter, windows, ids, prefix, win_U[lo:hi], pos_U[lo:hi], pending, cfg)
+            rows = _shard_rows(adapter, windows, ids, prefix, win_U[lo:hi], pos_U[lo:hi], pending, cfg, embed)
             for layer, acts in rows.items():
                 write_shard(roots[layer], k, acts, chash)
             written += 1
@@ -106,7 +108,8 @@ def extract_model(
         for layer, root in roots.items():
             finish_layer(
                 root, chash, n_rows, S, model=spec.name, model_key=spec.key, layer=layer,
-                hook=ModelAdapter.hook_name(layer), d_model=_width(root), dtype=cfg.store_dtype,
+                hook="blocks.0.hook_resid_pre" if embed else ModelAdapter.hook_name(layer), d_model=_width(root),
+                dtype=cfg.store_dtype,
             )
     return ExtractResult(spec.key, n_rows, written, n_shards - written)
 
@@ -120,7 +123,7 @@ def _width(root) -> int:
 
 def _shard_rows(
     adapter: ModelAdapter, windows: list, ids: list[np.ndarray], prefix: list[int],
-    win_R: np.ndarray, pos_R: np.ndarray, layers: list[int], cfg: ExtractConfig,
+    win_R: np.ndarray, pos_R: np.ndarray, layers: list[int], cfg: ExtractConfig, embed: bool = False,
 ) -> dict[int, torch.Tensor]:
     """Activations ``{layer: [rows, d]}`` for the units whose (window, position) are given."""
     need = np.unique(win_R)
@@ -136,7 +139,7 @@ def _shard_rows(
                 np.stack([np.concatenate([prefix, ids[windows[w].doc][windows[w].start:windows[w].stop]]) for w in ws]),
                 dtype=torch.long,
             )
-            acts = adapter.resid_post(batch, list(layers))
+            acts = {layers[0]: adapter.resid_pre0(batch)} if embed else adapter.resid_post(batch, list(layers))
             slot = {w: i for i, w in enumerate(ws)}
             sel = np.nonzero(np.isin(win_R, ws))[0]
             bi = torch.tensor([slot[int(w)] for w in win_R[sel]], dtype=torch.long)

@@ -13,6 +13,10 @@ log = logging.getLogger(__name__)
 
 def preflight(node: Any, ctx: Any) -> None:
     """Fail before any artifact is touched when a layer is out of the model's range."""
+    from saematch.graph.plan import variant
+
+    if variant(node.key[0]).kind == "embed":  # the input embeddings: no block to range-check
+        return
     spec = ctx.spec(node.key[0])
     n = ctx.n_layers(spec)
     bad = [la for la in spec.layers if la >= n]
@@ -26,12 +30,14 @@ def build(node: Any, ctx: Any, chash: str) -> None:
 
     from saematch.activations.extract import DistInfo, extract_model
     from saematch.devices import stage_device
-    from saematch.graph.plan import variant
+    from saematch.graph.plan import EMBED_LAYER, variant
 
     cfg = ctx.cfg
     var = variant(node.key[0])
     src = ctx.spec(var.key)
-    spec = dataclasses.replace(src, label=var.key) if var.kind == "random" else src  # writes under its own key
+    spec = src
+    if var.kind in ("random", "embed"):  # writes under its own key
+        spec = dataclasses.replace(src, label=var.key, layers=(EMBED_LAYER,) if var.kind == "embed" else src.layers)
     if cfg.extract.threads:
         torch.set_num_threads(cfg.extract.threads)
     dist = DistInfo.from_env()
@@ -39,6 +45,6 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     ctx.forget_stores(spec.key)
     random_init = var.kind == "random"
     res = extract_model(ctx.corpus, spec, lambda: ctx.model(src, device, random_init), cfg.extract, ctx.layout, chash,
-                        dist, token_key=src.key)
+                        dist, token_key=src.key, embed=var.kind == "embed")
     log.info("extract %s: %d rows, %d shards written, %d reused", spec.key, res.n_rows, res.shards_written,
              res.shards_skipped)

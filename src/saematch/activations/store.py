@@ -132,12 +132,21 @@ class LayerStore:
         for s in range(start, stop, batch):
             yield self.read_rows(s, min(s + batch, stop))
 
+    def iter_take(self, rows: np.ndarray, batch: int) -> Iterator[torch.Tensor]:
+        """Float32 batches of the sorted row indices ``rows``, in order."""
+        rows = np.asarray(rows, np.int64)
+        for s in range(0, len(rows), batch):
+            yield self.take(rows[s:s + batch])
+
     def batches(
         self, batch: int, start: int = 0, stop: int | None = None, seed: int = 0,
         loop: bool = True, scale: float = 1.0, skip: int = 0, in_memory: bool = False,
+        rows: np.ndarray | None = None,
     ) -> Iterator[torch.Tensor]:
         """Shuffled float32 ``[batch, d_model]`` tensors over rows ``[start, stop)``, times ``scale``.
 
+        ``rows`` (sorted indices) restricts the batches to those rows instead (the train documents of
+        the run's split); no other row is ever read into a batch.
         Every batch has exactly ``batch`` rows (what SAELens' trainer needs).
         With ``loop`` it cycles forever through epochs, reshuffling each time.
         Memory holds one shard plus a carry-over of less than ``batch`` rows; with
@@ -146,22 +155,25 @@ class LayerStore:
         ``skip`` drops that many batches first (used to resume deterministically).
         """
         stop = self.n_rows if stop is None else stop
-        if stop - start < batch:
-            raise ArtifactError(f"{self.root} has {stop - start} rows, fewer than one batch of {batch}")
+        if rows is None:
+            rows = np.arange(start, stop, dtype=np.int64)
+        rows = np.asarray(rows, np.int64)
+        if len(rows) < batch:
+            raise ArtifactError(f"{self.root} has {len(rows)} training rows, fewer than one batch of {batch}")
+        shard_of = rows // self.shard_units
+        local = {int(k): rows[shard_of == k] - int(k) * self.shard_units for k in np.unique(shard_of)}
         epoch = 0
         carry = torch.zeros(0, self.d_model)
         produced = 0
         held: dict[int, torch.Tensor] = {}
         while True:
             rng = np.random.default_rng([seed, epoch])
-            ks = [k for k in range(self.n_shards) if k * self.shard_units < stop and (k + 1) * self.shard_units > start]
-            for k in rng.permutation(ks):
-                lo = max(start, k * self.shard_units)
-                hi = min(stop, (k + 1) * self.shard_units)
+            for k in rng.permutation(sorted(local)):
+                k = int(k)
                 if k in held:
                     x = held[k].float()
                 else:
-                    x = self.read_rows(lo, hi)
+                    x = self.shard(k)[torch.from_numpy(local[k])].float()
                     if in_memory:
                         held[k] = x.to(STORE_DTYPES[self.dtype])
                 x = x[torch.from_numpy(rng.permutation(len(x)))]

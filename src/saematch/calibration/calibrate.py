@@ -84,18 +84,19 @@ def _score(value: Any) -> float:
 
 
 class Estimate(NamedTuple):
-    """A value with its bias-corrected percentile bootstrap CI and bootstrap SE (NaN where not defined).
+    """A value with its percentile bootstrap CI (no recentring) and bootstrap SE (NaN where not defined).
 
-    Resampling units with replacement shifts scores that depend on how many distinct items they
-    see (CCA and kernel similarities rise on duplicated or fewer units), so the replicates' median
-    can sit away from the full-data value.  The percentile interval is moved back by that shift
-    (median of the replicates minus the value), which keeps its width and centres it on the value.
+    bias: mean of the replicates minus the value, reported and never subtracted (resampling items with
+    replacement shifts scores that depend on how many distinct items they see); n_undefined: replicates
+    where the readout was undefined, counted and left out.
     """
 
     value: float
     ci_low: float
     ci_high: float
     se: float
+    bias: float = float("nan")
+    n_undefined: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ class CalibratedReadout:
         for name in ("score", "floor", "ceiling", "calibrated"):
             est = getattr(self, name)
             out.update({name: est.value, f"{name}_ci_low": est.ci_low, f"{name}_ci_high": est.ci_high,
-                        f"{name}_se": est.se})
+                        f"{name}_se": est.se, f"{name}_bias": est.bias, f"{name}_undefined": est.n_undefined})
         out.update(ceiling_by_construction=self.ceiling_by_construction, separation=self.separation,
                    uninformative=self.uninformative, n_boot=self.n_boot, joint=self.joint)
         return out
@@ -136,11 +137,25 @@ class CalibratedReadout:
 
 def _estimate(value: float, reps: np.ndarray, level: float) -> Estimate:
     ok = reps[np.isfinite(reps)]
+    bad = int(len(reps) - len(ok))
     if len(ok) < 2 or not np.isfinite(value):
-        return Estimate(float(value), float("nan"), float("nan"), float("nan"))
+        return Estimate(float(value), float("nan"), float("nan"), float("nan"), float("nan"), bad)
     lo, hi = np.quantile(ok, [(1 - level) / 2, (1 + level) / 2])
-    shift = float(np.median(ok)) - float(value)  # resampling bias (see the class docstring)
-    return Estimate(float(value), float(lo - shift), float(hi - shift), float(ok.std(ddof=1)))
+    return Estimate(float(value), float(lo), float(hi), float(ok.std(ddof=1)), float(ok.mean() - value), bad)
+
+
+def pooled(a: Resampled, b: Resampled) -> Resampled:
+    """The mean of two readouts (both models' seed twins): the items are both readouts' items, and a
+    resample of them scores each readout on the items it drew from it."""
+    na = a.n_items
+
+    def fn(idx: np.ndarray) -> float:
+        ia, ib = idx[idx < na], idx[idx >= na] - na
+        if len(ia) == 0 or len(ib) == 0:
+            return float("nan")
+        return 0.5 * (_score(a.fn(ia)) + _score(b.fn(ib)))
+
+    return Resampled(fn, na + b.n_items)
 
 
 def calibrate_readout(score: Resampled, floor: Resampled, ceiling: Resampled | None = None, n_boot: int = 100,

@@ -24,7 +24,12 @@ class CalibrationConfig:
     universal_twin_frac: float = _opt(0.5, "... and reaches this fraction of its features' seed-twin correlation")
     twin_reference: Literal["min", "geomean", "mean"] = _opt(
         "min", "how the two features' twin correlations combine: min (lenient), geomean (attenuation bound), mean")
-    n_bootstrap: int = _opt(100, "bootstrap replicates for every CI and SE")
+    n_bootstrap: int = _opt(200, "document-bootstrap replicates (matched correlation, universality)")
+    n_halfsamples: int = _opt(50, "half-samples for the readouts a duplicated unit or pair would break (mknn, CKA, "
+                                  "SVCCA, RSA): their SD is the SE of a normal interval")
+    n_permutations: int = _opt(200, "row permutations of the permutation-calibrated score of raw readouts "
+                                    "(Gröger et al. 2026)")
+    perm_alpha: float = _opt(0.05, "level of the permutation-calibrated score's threshold")
     ci_level: float = _opt(0.95, "two-sided level of the percentile bootstrap CIs")
     uninformative_se: float = _opt(3.0, "a readout is uninformative unless its ceiling exceeds its floor by "
                                         "this many bootstrap SEs")
@@ -42,7 +47,10 @@ class CalibrationConfig:
         _check(self.twin_reference in ("min", "geomean", "mean"),
                "calibration.twin_reference must be 'min', 'geomean' or 'mean'")
         _check(self.n_bootstrap >= 2, "calibration.n_bootstrap must be >= 2 (an SE needs two replicates)")
+        _check(self.n_halfsamples >= 2, "calibration.n_halfsamples must be >= 2 (an SE needs two replicates)")
         _check(0.0 < self.ci_level < 1.0, "calibration.ci_level must be in (0, 1)")
+        _check(self.n_permutations >= 1, "calibration.n_permutations must be >= 1")
+        _check(0.0 < self.perm_alpha < 1.0, "calibration.perm_alpha must be in (0, 1)")
         _check(self.uninformative_se >= 0.0, "calibration.uninformative_se must be >= 0")
         _check(self.min_items_per_dim >= 1, "calibration.min_items_per_dim must be >= 1")
         _check(0.0 < self.svcca_var <= 1.0, "calibration.svcca_var must be in (0, 1]")

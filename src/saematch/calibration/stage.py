@@ -1,35 +1,30 @@
-"""The calibrate node: every readout of every layer pair between its floor and its ceiling, and the
-universality of every matched pair.
+"""The calibrate node: every readout of every layer pair beside its floors and ceiling, on test documents;
+the best B layer for each A layer chosen on train documents; universality.
 
 Writes under ``RUN/calibration/``: ``readouts.parquet`` (one row per layer pair and readout),
-``universality.parquet`` (one row per matched pair), ``fractions.parquet`` (universal
-fraction per layer pair and per layer), ``best.parquet`` (each A layer's best-matching B
-layer by held-out matched correlation, with CIs and relative depths), manifest last.
+``universality.parquet`` (one row per matched pair), ``fractions.parquet`` (the share of A's live features
+with a universal partner, per layer pair and per A layer at its chosen B layer), ``best.parquet`` (each A
+layer's B layer chosen on train documents, with its held-out score), ``summary.json``, manifest last.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
 
+EMBED_KEYS = {"embed_a": "A", "embed_b": "B"}
 
-def _side(ctx: Any, ka: str, la: int, kb: str, lb: int, units: np.ndarray, perm: Optional[np.ndarray] = None) -> Any:
-    from saematch.calibration.readouts import Side
 
-    path = ctx.layout.pairs(ka, la, kb, lb) / "pairs.parquet"
-    if not path.is_file():
-        return None
-    pairs = pd.read_parquet(path, columns=["feature_a", "feature_b", "correlation", "corr_train"])
-    src_a = ka.split("@")[0] if ka.endswith("@shuffle") else ka
-    XA = _csr(ctx, src_a, la)
-    XA = XA[perm] if perm is not None else XA
-    return Side(pairs, _dec(ctx, src_a, la), _dec(ctx, kb, lb), XA[units], _csr(ctx, kb, lb)[units])
+def _csr(ctx: Any, key: str, layer: int) -> Any:
+    from saematch.features.encode import load_csr
+
+    return ctx.memo(("csr", key, layer), lambda: load_csr(ctx.layout.features(key, layer)))
 
 
 def _dec(ctx: Any, key: str, layer: int) -> np.ndarray:
@@ -39,32 +34,32 @@ def _dec(ctx: Any, key: str, layer: int) -> np.ndarray:
                     lambda: load_sae_dir(ctx.layout.sae(key, layer)).W_dec.detach().float().numpy())
 
 
-def _csr(ctx: Any, key: str, layer: int) -> Any:
-    from saematch.features.encode import load_csr
+def _matching(ctx: Any, key: tuple, test: np.ndarray, group: np.ndarray, sub: np.ndarray) -> Any:
+    """A matching's pairs with per-document sums over the test documents and its sampled test-unit activations."""
+    from saematch.calibration.readouts import Matching
+    from saematch.matching.docstats import pair_doc_stats
 
-    return ctx.memo(("csr", key, layer), lambda: load_csr(ctx.layout.features(key, layer)))
+    ka, la, kb, lb = key
+    pairs = pd.read_parquet(ctx.layout.pairs(ka, la, kb, lb) / "pairs.parquet",
+                            columns=["feature_a", "feature_b", "correlation", "corr_train"])
+    XA = ctx.memo(("csr-test", ka, la), lambda: _csr(ctx, ka, la)[test])
+    XB = ctx.memo(("csr-test", kb, lb), lambda: _csr(ctx, kb, lb)[test])
+    stats = pair_doc_stats(XA, XB, pairs["feature_a"].to_numpy(), pairs["feature_b"].to_numpy(), group)
+    return Matching(pairs, stats, _dec(ctx, ka, la), _dec(ctx, kb, lb), XA[sub], XB[sub])
 
 
-def _heldout(pairs: pd.DataFrame, n_train: int, n_test: int) -> Any:
-    from saematch.calibration.heldout import HeldOut
-
-    return HeldOut(pairs["feature_a"].to_numpy(np.int64), pairs["feature_b"].to_numpy(np.int64),
-                   pairs["corr_train"].to_numpy(np.float64), pairs["correlation"].to_numpy(np.float64), n_train, n_test)
-
-
-def _pair_job(main, floor, twins, raw, floor_kind, cal, max_pairs, unit_dims, labels, n_feat, n_split):
+def _pair_job(inp: Any, cal: Any, unit_dims: int, live_a: int) -> tuple[list[dict], pd.DataFrame, dict]:
     """One layer pair (a top-level function, so worker processes can run it)."""
     from saematch.calibration.readouts import layer_pair_readouts
-    from saematch.calibration.universality import run_universality
+    from saematch.calibration.universality import universality_of
 
-    rows = [{**labels, **r} for r in layer_pair_readouts(main, floor, twins, raw, floor_kind, cal, max_pairs, unit_dims)]
-    uni = None
-    if floor is not None and all(t is not None for t in twins):
-        res = run_universality(_heldout(main.pairs, *n_split), _heldout(twins[0].pairs, *n_split),
-                               _heldout(twins[1].pairs, *n_split), _heldout(floor.pairs, *n_split), n_feat[0], n_feat[1],
-                               cal, None, labels)
-        uni = res.pairs
-    return rows, uni
+    rows = layer_pair_readouts(inp, cal, unit_dims)
+    uni, frac = universality_of(inp, cal, live_a)
+    return rows, uni, frac
+
+
+def _sample(units: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(units, size=min(n, len(units)), replace=False))
 
 
 def build(node: Any, ctx: Any, chash: str) -> None:
@@ -72,105 +67,116 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     from tqdm.auto import tqdm
 
     from saematch.artifacts import Stage, write_json
-    from saematch.calibration.universality import universal_fractions
-    from saematch.graph.plan import layer_pairs, model_pairs
-    from saematch.matching.stage import train_mask
+    from saematch.calibration.readouts import LayerPairInputs
+    from saematch.graph.plan import floor_matches, layer_pairs, model_pairs
     from saematch.matching.store import write_parquet
 
     cfg, cal, ctl = ctx.cfg, ctx.cfg.calibration, ctx.cfg.controls
     out = node.path
     stage = Stage(out)
     stage.invalidate()
-    mask = train_mask(ctx)
-    n_units = len(mask)
+    split = ctx.split
+    test, train = np.flatnonzero(split.test_mask), np.flatnonzero(split.train_mask)
+    group = split.groups_of(test)
     rng = np.random.default_rng([cal.seed, 5])
-    raw_units = np.sort(rng.choice(n_units, size=min(cfg.similarity.max_units, n_units), replace=False))
-    test = np.flatnonzero(~mask)
-    test_units = np.sort(rng.choice(test, size=min(cal.svcca_max_units, len(test)), replace=False))
-    unit_dims = max(3, len(test_units) // cal.min_items_per_dim)
-    rand_key = (ctl.random_model or cfg.models[0].key) if ctl.random_init else None
-    perm = np.random.default_rng([ctl.shuffle_seed, 7]).permutation(n_units) if ctl.shuffle else None
-    jobs, labels_all = [], []
+    sub = np.sort(rng.choice(len(test), size=min(cfg.similarity.max_units, len(test)), replace=False))
+    raw_units, raw_train = test[sub], _sample(train, cfg.similarity.max_units, rng)
+    unit_group = np.unique(group[sub], return_inverse=True)[1].ravel()
+    unit_dims = max(3, len(sub) // (2 * cal.min_items_per_dim))  # valid on half-samples too
+    acts = lambda k, L, u: ctx.store(k, L).take(u).float().numpy()  # noqa: E731
+    jobs = []
     for a, b in model_pairs(cfg):
+        live_cache: dict[int, int] = {}
         for la, lb in layer_pairs(cfg, a, b):
             labels = {"model_a": a.key, "layer_a": la, "model_b": b.key, "layer_b": lb}
-            main = _side(ctx, a.key, la, b.key, lb, test_units)
-            A = ctx.store(a.key, la).take(raw_units).float().numpy()
-            B = ctx.store(b.key, lb).take(raw_units).float().numpy()
-            if rand_key in (a.key, b.key):
-                on_a = rand_key == a.key
-                ka, kb = (f"{a.key}@random", b.key) if on_a else (a.key, f"{b.key}@random")
-                floor, kind = _side(ctx, ka, la, kb, lb, test_units), "random-init"
-                R = ctx.store(ka if on_a else kb, la if on_a else lb).take(raw_units).float().numpy()
-                raw = (A, B, R) if on_a else (B, A, R)  # floor = metric(R, other side); the metrics are symmetric
-            elif perm is not None:
-                floor, kind = _side(ctx, f"{a.key}@shuffle", la, b.key, lb, test_units, perm), "shuffle"
-                raw = (A, B, ctx.store(a.key, la).take(perm[raw_units]).float().numpy())  # row i of A@shuffle is A's perm[i]
-            else:
-                floor, kind, raw = None, "none", (A, B, None)
-            twins = tuple(_side(ctx, m.key, L, f"{m.key}@seed{ctl.twin_seed}", L, test_units) if ctl.seed else None
-                          for m, L in ((a, la), (b, lb)))
-            n_feat = (_dec(ctx, a.key, la).shape[0], _dec(ctx, b.key, lb).shape[0])
-            jobs.append(delayed(_pair_job)(main, floor, twins, raw, kind, cal, cal.max_pairs, unit_dims,
-                                           labels, n_feat, (int(mask.sum()), int((~mask).sum()))))
-            labels_all.append(labels)
+            fm = {k: v for k, v in floor_matches(cfg, a, la, b, lb).items() if k != "shuffle"}
+            raw = {"A": acts(a.key, la, raw_units), "B": acts(b.key, lb, raw_units)}
+            for name, (ka, fla, kb, flb) in fm.items():
+                side_a = name.endswith("_a")
+                raw[name] = acts(ka, fla, raw_units) if side_a else acts(kb, flb, raw_units)
+            twins = tuple(_matching(ctx, (m.key, L, f"{m.key}@seed{ctl.twin_seed}", L), test, group, sub)
+                          if ctl.seed and not m.pretrained else None for m, L in ((a, la), (b, lb)))
+            inp = LayerPairInputs(_matching(ctx, (a.key, la, b.key, lb), test, group, sub),
+                                  {k: _matching(ctx, v, test, group, sub) for k, v in fm.items()}, twins, raw,
+                                  {"A": acts(a.key, la, raw_train), "B": acts(b.key, lb, raw_train)}, unit_group, labels)
+            if la not in live_cache:
+                cards = pd.read_parquet(ctx.layout.features(a.key, la) / "cards.parquet", columns=["dead"])
+                live_cache[la] = int((~cards["dead"].to_numpy(bool)).sum())
+            jobs.append(delayed(_pair_job)(inp, cal, unit_dims, live_cache[la]))
     workers = cfg.similarity.workers or os.cpu_count() or 1
     results = Parallel(n_jobs=min(workers, len(jobs)), return_as="generator")(jobs)
-    rows, unis = [], []
-    for r, u in tqdm(results, total=len(jobs), desc="calibrate", unit="layer pair", disable=None):
+    rows, unis, fracs = [], [], []
+    for r, u, f in tqdm(results, total=len(jobs), desc="calibrate", unit="layer pair", disable=None):
         rows += r
         if u is not None:
             unis.append(u)
+            fracs.append(f)
     readouts = pd.DataFrame(rows)
-    files = [out / "readouts.parquet"]
-    write_parquet(readouts, out / "readouts.parquet")
-    best = best_layers(readouts, cfg, ctx)
-    summary: dict[str, Any] = {"readouts": summarise(readouts, best)}
+    best = best_layers(readouts, ctx)
+    files = []
+    for name, df in (("readouts", readouts), ("best", best)):
+        write_parquet(df, out / f"{name}.parquet")
+        files.append(out / f"{name}.parquet")
+    summary: dict[str, Any] = {"readouts": summarise(readouts, best), "split": split.counts(),
+                               "split_method": split.method}
     if unis:
-        uni = pd.concat(unis, ignore_index=True)
-        keys = ["model_a", "layer_a", "model_b", "layer_b"]
-        frac = pd.concat([universal_fractions(uni, keys, cal.n_bootstrap, cal.seed, cal.ci_level).assign(level="layer pair"),
-                          universal_fractions(uni, ["model_a", "layer_a"], cal.n_bootstrap, cal.seed, cal.ci_level)
-                          .assign(level="layer of A"),
-                          universal_fractions(uni, ["model_b", "layer_b"], cal.n_bootstrap, cal.seed, cal.ci_level)
-                          .assign(level="layer of B")], ignore_index=True)
-        write_parquet(uni, out / "universality.parquet")
-        write_parquet(frac, out / "fractions.parquet")
-        files += [out / "universality.parquet", out / "fractions.parquet"]
-        summary["universal_fraction"] = float(uni["universal"].mean())
-    write_parquet(best, out / "best.parquet")
-    files.append(out / "best.parquet")
+        frac = pd.DataFrame(fracs).assign(level="layer pair")
+        chosen = best[best.readout == "matched-corr"][["model_a", "layer_a", "model_b", "layer_b"]]
+        at_best = frac.merge(chosen, on=["model_a", "layer_a", "model_b", "layer_b"]).assign(level="layer of A (chosen B)")
+        frac = pd.concat([frac, at_best], ignore_index=True)
+        for name, df in (("universality", pd.concat(unis, ignore_index=True)), ("fractions", frac)):
+            write_parquet(df, out / f"{name}.parquet")
+            files.append(out / f"{name}.parquet")
+        summary["universal_share_at_best"] = {f"{r.model_a}:L{r.layer_a}": float(r.fraction) for r in at_best.itertuples()}
     write_json(out / "summary.json", summary)
     files.append(out / "summary.json")
-    stage.finish(chash, files, summary=summary, n_raw_units=int(len(raw_units)), n_test_units=int(len(test_units)),
-                 svcca_units_dims=int(unit_dims), floor=("random-init" if rand_key else "shuffle" if perm is not None else "none"))
+    stage.finish(chash, files, summary=summary, n_test_units=int(len(raw_units)), n_train_units=int(len(raw_train)),
+                 n_test_docs=int(group.max() + 1), svcca_units_dims=int(unit_dims), split_digest=split.digest)
 
 
-def best_layers(readouts: pd.DataFrame, cfg: Any, ctx: Any) -> pd.DataFrame:
-    """Per readout and A layer: the best B layer by score, with its CIs and both relative depths."""
+def best_layers(readouts: pd.DataFrame, ctx: Any) -> pd.DataFrame:
+    """Per readout and A layer: the B layer chosen on train documents (the readout's train score where it has one,
+    else matched correlation's train choice), reported with its held-out score and CIs, the B layer the test
+    documents would have picked (for transparency, never used), and both relative depths."""
+    from saematch.graph.plan import variant
+
     rows = []
+    keep = ("score", "score_ci_low", "score_ci_high", "floor", "floor_kind", "ceiling", "calibrated",
+            "calibrated_ci_low", "calibrated_ci_high", "calibrated_random", "calibrated_token", "calibrated_kind",
+            "uninformative", "resamples")
+    mc = readouts[readouts.readout == "matched-corr"]
+    mc_choice = {k: int(g.loc[g["score_train"].idxmax(), "layer_b"]) for k, g in
+                 mc.groupby(["model_a", "model_b", "layer_a"])} if len(mc) else {}
     for (readout, ma, mb, la), g in readouts.groupby(["readout", "model_a", "model_b", "layer_a"]):
-        row = g.loc[g["score"].idxmax()]
-        na, nb = ctx.n_layers(ctx.spec(ma)), ctx.n_layers(ctx.spec(mb))
-        rows.append({**{k: row.get(k) for k in ("readout", "model_a", "layer_a", "model_b", "layer_b", "score",
-                                                 "score_ci_low", "score_ci_high", "floor", "ceiling", "calibrated",
-                                                 "calibrated_ci_low", "calibrated_ci_high", "uninformative")},
-                     "depth_a": (la + 1) / na, "depth_b": (int(row["layer_b"]) + 1) / nb})
+        if g["score_train"].notna().any():
+            row, by = g.loc[g["score_train"].idxmax()], "own train score"
+        else:
+            lb = mc_choice.get((ma, mb, la))
+            if lb is None:
+                continue
+            row, by = g[g.layer_b == lb].iloc[0], "matched-corr train score"
+        na, nb = ctx.n_layers(ctx.spec(variant(ma).source)), ctx.n_layers(ctx.spec(variant(mb).source))
+        test_pick = int(g.loc[g["score"].idxmax(), "layer_b"]) if g["score"].notna().any() else -1
+        rows.append({"readout": readout, "model_a": ma, "layer_a": la, "model_b": mb, "layer_b": int(row["layer_b"]),
+                     "chosen_by": by, "score_train": row["score_train"], **{k: row.get(k) for k in keep},
+                     "test_would_pick": test_pick, "depth_a": (la + 1) / na, "depth_b": (int(row["layer_b"]) + 1) / nb})
     return pd.DataFrame(rows)
 
 
 def summarise(readouts: pd.DataFrame, best: pd.DataFrame) -> dict:
-    """Per readout: layer pairs, how many are uninformative, mean score/floor/ceiling, the mean calibrated score
+    """Per readout: layer pairs, how many are uninformative, mean score/floors/ceiling, the mean calibrated score
     over the informative layer pairs only (NaN when none is: such a readout is not headlined), and at the
-    best-matching layer pairs how often floor < score < ceiling."""
+    chosen layer pairs how often floor < score < ceiling."""
     out = {}
     for name, g in readouts.groupby("readout", sort=False):
-        b = best[best.readout == name]
-        ordered = int(((b["floor"] < b["score"]) & (b["score"] < b["ceiling"])).sum()) if "floor" in b else 0
+        b = best[best.readout == name] if len(best) else best
+        ordered = int(((b["floor"] < b["score"]) & ((b["score"] < b["ceiling"]) | b["ceiling"].isna())).sum()) if len(b) else 0
         informative = g[~g["uninformative"].fillna(True).astype(bool)]
         out[name] = {"n_layer_pairs": int(len(g)), "n_uninformative": int(len(g) - len(informative)),
-                     **{f"mean_{k}": float(g[k].mean()) for k in ("score", "floor", "ceiling") if k in g},
-                     "mean_calibrated": float(informative["calibrated"].mean()) if len(informative) and
-                     "calibrated" in g else float("nan"),
+                     "calibrated_kind": str(g["calibrated_kind"].iloc[0]),
+                     **{f"mean_{k}": float(g[k].mean()) for k in ("score", "floor", "floor_random", "floor_token",
+                                                                 "ceiling") if k in g},
+                     **{f"mean_{k}": float(informative[k].mean()) if len(informative) else float("nan")
+                        for k in ("calibrated", "calibrated_random", "calibrated_token") if k in g},
                      "best_ordered": ordered, "n_best": int(len(b))}
     return out

@@ -212,3 +212,57 @@ def run_universality(pair: HeldOut, twin_a: HeldOut, twin_b: HeldOut, floor: Hel
              frac.fraction, frac.ci_low, frac.ci_high, readout.score.value, readout.floor.value,
              readout.ceiling.value)
     return res
+
+
+def _twin_of(twin: Any, features: np.ndarray, corr_BP: np.ndarray) -> np.ndarray:
+    """``[B, len(features)]``: each feature's seed-twin correlation in every replicate (NaN: no twin partner)."""
+    pos = np.full(int(max(features.max(initial=0), twin.pairs["feature_a"].max()) + 1), -1, np.int64)
+    pos[twin.pairs["feature_a"].to_numpy()] = np.arange(len(twin.pairs))
+    idx = pos[features]
+    out = np.where(idx[None, :] >= 0, corr_BP[:, np.maximum(idx, 0)], np.nan)
+    return out
+
+
+def universality_of(inp: Any, cfg: CalibrationConfig, n_live_a: int) -> tuple[pd.DataFrame | None, dict]:
+    """Universality of every matched pair of one layer pair, and the share of A's ``n_live_a`` live features that
+    have a universal partner, with a document-bootstrap interval.
+
+    The floor distribution is the strongest floor's: of the floors' held-out matched correlations, the one whose
+    ``universal_floor_pct`` percentile is highest.  Without twins or floors there is no universality (None).
+    """
+    from saematch.calibration.resample import doc_bootstrap
+
+    if not inp.floors or any(t is None for t in inp.twins) or n_live_a < 1:
+        return None, {}
+    pairs = inp.main.pairs
+    fa, fb = pairs["feature_a"].to_numpy(np.int64), pairs["feature_b"].to_numpy(np.int64)
+
+    def parts(w: np.ndarray) -> tuple:
+        corr = inp.main.stats.corr(w)
+        floors = [f.stats.corr(w) for f in inp.floors.values()]
+        with np.errstate(invalid="ignore"):
+            pct = [np.nanpercentile(f, cfg.universal_floor_pct, axis=1) for f in floors]
+        strongest = int(np.argmax([np.nanmean(p) for p in pct]))
+        ta = _twin_of(inp.twins[0], fa, inp.twins[0].stats.corr(w))
+        tb = _twin_of(inp.twins[1], fb, inp.twins[1].stats.corr(w))
+        return corr, pct[strongest], floors[strongest], ta, tb
+
+    def flags(w: np.ndarray) -> np.ndarray:
+        corr, thr, _, ta, tb = parts(w)
+        ref = twin_reference(ta, tb, cfg.twin_reference)
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(corr) & np.isfinite(ref) & (corr > thr[:, None]) & (corr >= cfg.universal_twin_frac * ref)
+
+    ones = np.ones((1, inp.main.stats.n_docs))
+    uni = flags(ones)[0]
+    corr, _, floor, ta, tb = parts(ones)
+    df = pd.DataFrame({**inp.labels, "feature_a": fa, "feature_b": fb, "corr_train": pairs["corr_train"].to_numpy(),
+                       "corr_heldout": corr[0], "twin_a": ta[0], "twin_b": tb[0],
+                       "twin_ref": twin_reference(ta[0], tb[0], cfg.twin_reference),
+                       "floor_percentile": floor_percentile(corr[0], floor[0]), "universal": uni})
+    iv = doc_bootstrap(lambda w: flags(w).sum(1)[None, :] / n_live_a, inp.main.stats.n_docs, cfg.n_bootstrap, cfg.seed,
+                       cfg.ci_level)[0]
+    frac = {**inp.labels, "fraction": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "se": iv.se, "bias": iv.bias,
+            "n_universal": int(uni.sum()), "n_live_a": int(n_live_a), "denominator": "live features of A",
+            "resamples": "test documents (bootstrap)", "ci_method": iv.method}
+    return df, frac

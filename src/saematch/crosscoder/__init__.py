@@ -9,6 +9,8 @@ Public surface (the pipeline calls these from one node per layer pair):
   mapped cosine, class, Latent Scaling, firing entropy, co-fire) and summary.
 - :func:`latent_activations`, :func:`run_agreement` -> :class:`Agreement`: shared latents against
   the Hungarian pairs of two separate SAEs.
+- :func:`penalty_rule` -> ``RuleResult``: the decoder-penalty lambda chosen on planted data by a fixed rule.
+- :func:`spectrum_matched`: a source whitened and coloured to another's covariance (the matched floor).
 - ``saematch.crosscoder.node``: the graph node (``build``), its report section (``report_section``),
   :func:`best_layer_b` and :func:`latent_scaling_summary`.
 
@@ -31,6 +33,8 @@ _EXPORTS = {'Agreement': 'agreement',
     'latent_scaling_summary': 'node',
     'load_crosscoder': 'model',
     'n_train_rows': 'train',
+    'penalty_rule': 'rule',
+    'spectrum_matched': 'floors',
     'run_agreement': 'agreement',
     'save_crosscoder': 'model',
     'train_crosscoder': 'train'}

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 import torch
 
 from saematch.artifacts import atomic_path, write_json
-from saematch.crosscoder.data import SourceLike, aligned_rows, as_sources
+from saematch.crosscoder.data import SourceLike, aligned_take, as_sources
 from saematch.crosscoder.model import Crosscoder
 from saematch.errors import SaematchError
 from saematch.features import FeatureStats, top_units
@@ -42,24 +42,25 @@ class Agreement:
 
 @torch.no_grad()
 def latent_activations(cc: Crosscoder, inputs: Sequence[SourceLike], start: int = 0, stop: Optional[int] = None,
-                       batch: int = 2048) -> sp.csr_matrix:
-    """CSR ``[stop - start, F]`` of the crosscoder's inference code: every positive activation, no cap
-    (the inference threshold bounds nothing per unit)."""
+                       batch: int = 2048, rows: Optional[np.ndarray] = None) -> sp.csr_matrix:
+    """CSR ``[units, F]`` of the crosscoder's inference code on the sorted units ``rows`` (default
+    ``[start, stop)``): every positive activation, no cap (the inference threshold bounds nothing per unit)."""
     sources = as_sources(inputs)
     stop = sources[0].n_rows if stop is None else min(stop, sources[0].n_rows)
+    rows = np.arange(start, stop, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
     indptr, indices, values, total = [np.zeros(1, np.int64)], [], [], 0
-    for xs in aligned_rows(sources, start, stop, batch):
+    for xs in aligned_take(sources, rows, batch):
         f = cc.encode(xs)
-        rows, idx = torch.nonzero(f > 0, as_tuple=True)
+        r, idx = torch.nonzero(f > 0, as_tuple=True)
         counts = (f > 0).sum(1).numpy()
         indices.append(idx.numpy().astype(np.int32))
-        values.append(f[rows, idx].numpy().astype(np.float32))
+        values.append(f[r, idx].numpy().astype(np.float32))
         indptr.append(total + np.cumsum(counts))
         total += int(counts.sum())
     if not values:
-        return sp.csr_matrix((0, cc.d_latent), dtype=np.float32)
+        return sp.csr_matrix((len(rows), cc.d_latent), dtype=np.float32)
     return sp.csr_matrix((np.concatenate(values), np.concatenate(indices), np.concatenate(indptr)),
-                         shape=(stop - start, cc.d_latent))
+                         shape=(len(rows), cc.d_latent))
 
 
 def best_match(Z: sp.csr_matrix, X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,9 @@ Columns of the latent table (one row per latent):
 
 - ``rel_norm``: ``||d_B|| / (||d_A|| + ||d_B||)`` (Lindsey et al. 2024); ``class``
   is ``a_only`` below ``shared_low``, ``b_only`` above ``shared_high``, ``shared``
-  in between, and ``dead`` where the latent never fires on the held-out units.
+  in between, and ``dead`` where the latent never fires on the held-out units
+  (the summary's fractions are over all latents, dead ones included).  ``block``:
+  ``shared``, or the model a dedicated latent is confined to.
 - ``cos_mapped``: cosine between ``d_A W`` and ``d_B``, where ``W`` is a ridge map
   A -> B fitted on (centred) training activations: a decoder direction maps as
   the activations do.
@@ -52,9 +54,9 @@ import torch
 
 from saematch.artifacts import atomic_path, write_json
 from saematch.crosscoder.config import CrosscoderConfig
-from saematch.crosscoder.data import SourceLike, aligned_rows, as_sources
+from saematch.crosscoder.data import SourceLike, aligned_take, as_sources, check_rows
 from saematch.crosscoder.model import Crosscoder
-from saematch.crosscoder.train import n_train_rows
+from saematch.crosscoder.train import default_rows
 from saematch.errors import SaematchError
 from saematch.similarity.metrics.maps import RidgeMap
 
@@ -72,17 +74,17 @@ class CrosscoderAnalysis:
     files: tuple[Path, ...]
 
 
-def _fit_maps(cc: Crosscoder, sources: Sequence, pair: tuple[int, int], n_train: int, n_rows: int,
-              cfg: CrosscoderConfig) -> tuple[RidgeMap, RidgeMap, float, float]:
-    """Ridge maps A -> B and B -> A on scaled training rows, and their held-out R^2."""
+def _fit_maps(cc: Crosscoder, sources: Sequence, pair: tuple[int, int], train_rows: np.ndarray,
+              test_rows: np.ndarray, cfg: CrosscoderConfig) -> tuple[RidgeMap, RidgeMap, float, float]:
+    """Ridge maps A -> B and B -> A on scaled training units, and their R^2 on test units."""
     a, b = pair
-    stop = min(n_train, cfg.map_rows)
-    XA, XB = (sources[m].read_rows(0, stop).double().numpy() * float(cc.scale[m]) for m in (a, b))
+    fit = train_rows[:cfg.map_rows]
+    XA, XB = (sources[m].take(fit).double().numpy() * float(cc.scale[m]) for m in (a, b))
     ab, ba = RidgeMap(cfg.map_alpha).fit(XA, XB), RidgeMap(cfg.map_alpha).fit(XB, XA)
-    hi = min(n_rows, n_train + cfg.map_rows)
-    if hi - n_train < 2:
+    held = test_rows[:cfg.map_rows]
+    if len(held) < 2:
         return ab, ba, float("nan"), float("nan")
-    HA, HB = (sources[m].read_rows(n_train, hi).double().numpy() * float(cc.scale[m]) for m in (a, b))
+    HA, HB = (sources[m].take(held).double().numpy() * float(cc.scale[m]) for m in (a, b))
     return ab, ba, ab.score(HA, HB), ba.score(HB, HA)
 
 
@@ -106,7 +108,7 @@ class _Stream:
         z = lambda: torch.zeros(F, dtype=torch.float64)  # noqa: E731
         self.ff, self.count, self.both, self.any = z(), z(), z(), z()
         self.num_err, self.num_rec, self.fires = [z(), z()], [z(), z()], [z(), z()]
-        self.sse, self.sum, self.sumsq, self.n = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], 0
+        self.sse, self.sum, self.sumsq, self.n, self.active = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], 0, 0
 
     @torch.no_grad()
     def add(self, xs_model_units: list[torch.Tensor]) -> None:
@@ -116,6 +118,7 @@ class _Stream:
         rec = cc.decode_scaled(f)
         self.ff += f.double().pow(2).sum(0)
         self.count += (f > 0).sum(0)
+        self.active += int((f > 0).sum())
         single = []
         for i, m in enumerate(self.pair):
             e, h = xs[m] - rec[m], rec[m] - cc.b_dec[m]
@@ -159,12 +162,15 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def analyse_crosscoder(
     cc: Crosscoder, inputs: Sequence[SourceLike], cfg: CrosscoderConfig, out: Optional[Path] = None,
-    pair: tuple[int, int] = (0, 1), batch: int = 2048,
+    pair: tuple[int, int] = (0, 1), batch: int = 2048, train_rows: Optional[np.ndarray] = None,
+    test_rows: Optional[np.ndarray] = None,
 ) -> CrosscoderAnalysis:
-    """Latent table and summary for models ``pair`` of ``cc`` on the held-out rows of ``inputs``.
+    """Latent table and summary for models ``pair`` of ``cc`` on the held-out units of ``inputs``.
 
     ``inputs`` are the same aligned sources (all models) the crosscoder was
-    trained on; rows past ``n_train_rows`` are held out.  With ``out``, writes
+    trained on; ``train_rows`` (the units it trained on: the ridge maps are fitted there) and ``test_rows``
+    (every statistic is measured there, the first ``analysis_rows`` of them) default to the library's split
+    (:func:`saematch.crosscoder.train.default_rows`).  With ``out``, writes
     ``latents.parquet`` and ``analysis.json`` there atomically.
     """
     sources = as_sources(inputs)
@@ -174,12 +180,17 @@ def analyse_crosscoder(
     if [s.d_model for s in sources] != cc.d_models:
         raise SaematchError(f"inputs have d_model {[s.d_model for s in sources]}, the crosscoder reads {cc.d_models}")
     n_rows = sources[0].n_rows
-    n_train = n_train_rows(n_rows, cfg)
-    stop = min(n_rows, n_train + cfg.analysis_rows)
-    if stop - n_train < 2:
-        raise SaematchError(f"only {stop - n_train} held-out units; the analysis needs at least 2")
-    ab, ba, r2_ab, r2_ba = _fit_maps(cc, sources, pair, n_train, n_rows, cfg)
-    D = [cc.W_dec[m].detach().double().numpy() for m in pair]
+    d_train, d_test = default_rows(n_rows, cfg)
+    train_rows = d_train if train_rows is None else check_rows(train_rows, n_rows, "train_rows")
+    test_rows = d_test if test_rows is None else check_rows(test_rows, n_rows, "test_rows")
+    if np.intersect1d(train_rows, test_rows).size:
+        raise SaematchError("the crosscoder's test units overlap its training units")
+    test_rows = test_rows[:cfg.analysis_rows]
+    if len(test_rows) < 2 or len(train_rows) < 2:
+        raise SaematchError(f"{len(train_rows)} training and {len(test_rows)} held-out units; the analysis needs "
+                            f"at least 2 of each")
+    ab, ba, r2_ab, r2_ba = _fit_maps(cc, sources, pair, train_rows, test_rows, cfg)
+    D = [cc.dec(m).detach().double().numpy() for m in pair]
     norms = np.stack([np.linalg.norm(d, axis=1) for d in D], 1)
     total = norms.sum(1)
     rel = np.where(total > 0, norms[:, 1] / np.where(total > 0, total, 1.0), 0.5)
@@ -188,7 +199,7 @@ def analyse_crosscoder(
     U = [np.where(owner_b[:, None], _unit(D[1] @ ba.W_) * own_norm, D[0]),
          np.where(owner_b[:, None], D[1], _unit(D[0] @ ab.W_) * own_norm)]
     st = _Stream(cc, pair, [torch.from_numpy(u).float() for u in U], [ab, ba])
-    for xs in aligned_rows(sources, n_train, stop, batch):
+    for xs in aligned_take(sources, test_rows, batch):
         st.add(xs)
     err, rec = _betas(st, U, D)
     beta = [err[0] + rec[0], err[1] + rec[1]]
@@ -202,7 +213,7 @@ def analyse_crosscoder(
         p = fires / tot
         ent = np.where(tot[:, 0] > 0, -np.nansum(np.where(p > 0, p * np.log(p), 0.0), 1) / np.log(2), np.nan)
     df = pd.DataFrame({
-        "latent": np.arange(cc.d_latent), "class": cls, "rel_norm": rel, "norm_a": norms[:, 0], "norm_b": norms[:, 1],
+        "latent": np.arange(cc.d_latent), "class": cls, "block": cc.blocks(), "rel_norm": rel, "norm_a": norms[:, 0], "norm_b": norms[:, 1],
         "cos_mapped": _cos(D[0] @ ab.W_, D[1]), "freq": st.count.numpy() / st.n, "owner": np.where(owner_b, "b", "a"),
         "beta_a": beta[0], "beta_b": beta[1], "beta_err_a": err[0], "beta_err_b": err[1],
         "beta_rec_a": rec[0], "beta_rec_b": rec[1],
@@ -222,17 +233,25 @@ def analyse_crosscoder(
     return CrosscoderAnalysis(df, summary, files)
 
 
+CLASSES = ("shared", "a_only", "b_only", "dead")
+
+
 def _summary(df: pd.DataFrame, cc: Crosscoder, pair: tuple[int, int], st: _Stream, r2_ab: float, r2_ba: float) -> dict:
-    live = df[df["class"] != "dead"]
-    n_live = max(len(live), 1)
+    """Counts and fractions of every class over *all* latents (dead ones are a class of their own, so the four
+    fractions sum to 1 and a dictionary with many dead latents cannot look more exclusive by a smaller
+    denominator), held-out FVU and L0, and per-class medians."""
     med = lambda s: float(s.median()) if len(s.dropna()) else float("nan")  # noqa: E731
-    out = {"model_a": cc.names[pair[0]], "model_b": cc.names[pair[1]], "n_latents": len(df), "n_live": len(live),
-           "n_heldout_units": st.n, "map_r2_ab": r2_ab, "map_r2_ba": r2_ba,
-           "fvu_a": st.fvu(0), "fvu_b": st.fvu(1), "suspect_exclusive": int(df["suspect_exclusive"].sum())}
-    for c in ("shared", "a_only", "b_only"):
-        sel = live[live["class"] == c]
+    n = len(df)
+    out = {"model_a": cc.names[pair[0]], "model_b": cc.names[pair[1]], "n_latents": n,
+           "n_live": int((df["class"] != "dead").sum()), "n_heldout_units": st.n, "map_r2_ab": r2_ab,
+           "map_r2_ba": r2_ba, "fvu_a": st.fvu(0), "fvu_b": st.fvu(1), "l0": st.active / max(st.n, 1),
+           "suspect_exclusive": int(df["suspect_exclusive"].sum()), "n_dedicated": int((df["block"] != "shared").sum())}
+    for c in CLASSES:
+        sel = df[df["class"] == c]
         out[f"n_{c}"] = len(sel)
-        out[f"{c}_fraction"] = len(sel) / n_live
+        out[f"{c}_fraction"] = len(sel) / n if n else float("nan")
+        if c == "dead":
+            continue
         out[f"median_nu_{c}"] = med(sel["nu"])
         out[f"median_firing_entropy_{c}"] = med(sel["firing_entropy"])
         out[f"median_cofire_{c}"] = med(sel["cofire"])

@@ -26,6 +26,13 @@ the L1 crosscoder's Complete Shrinkage).  At inference the code is
 JumpReLU-like: a latent fires where ``pre * norm`` exceeds ``threshold``, the
 running mean of the batch cut-off seen in training, so a unit's code does not
 depend on its batch.
+
+Dedicated latents (the "dedicated feature crosscoder" of Jiralerspong & Bricken
+2026): ``dedicated[m]`` latents at the end of the dictionary may decode into model
+m only; ``dec_mask [F, M]`` fixes their other decoders at zero (initialised zero,
+multiplied out in every decode, so they never receive a gradient).  The rest of
+the dictionary is the plain shared block, where the decoder-norm penalty alone
+decides which model a latent serves.
 """
 
 from __future__ import annotations
@@ -47,7 +54,8 @@ CONFIG = "cfg.json"
 class Crosscoder(nn.Module):
     """Per-model encoders ``W_enc[m] [d_m, F]`` and decoders ``W_dec[m] [F, d_m]``, one latent code."""
 
-    def __init__(self, d_models: Sequence[int], d_latent: int, k: int, names: Sequence[str] = ()):
+    def __init__(self, d_models: Sequence[int], d_latent: int, k: int, names: Sequence[str] = (),
+                 dedicated: Sequence[int] = ()):
         super().__init__()
         if len(d_models) < 2 or min(d_models) < 1 or d_latent < 1 or k < 1:
             raise SaematchError(f"a crosscoder needs >= 2 models with d_model >= 1 and latents, k >= 1 "
@@ -64,6 +72,32 @@ class Crosscoder(nn.Module):
         self.b_dec = nn.ParameterList([nn.Parameter(torch.zeros(d)) for d in self.d_models])
         self.register_buffer("scale", torch.ones(len(self.d_models)))
         self.register_buffer("threshold", torch.tensor(-1.0))  # < 0: not estimated yet
+        self.dedicated = [int(n) for n in dedicated] or [0] * len(self.d_models)
+        if len(self.dedicated) != len(self.d_models) or min(self.dedicated) < 0 or sum(self.dedicated) >= F:
+            raise SaematchError(f"dedicated latents {self.dedicated} for {len(self.d_models)} models and {F} latents: "
+                                f"one count >= 0 per model, leaving at least one shared latent")
+        mask = torch.ones(F, len(self.d_models))
+        start = F - sum(self.dedicated)
+        for m, n in enumerate(self.dedicated):
+            mask[start:start + n] = 0.0
+            mask[start:start + n, m] = 1.0
+            start += n
+        self.register_buffer("dec_mask", mask)
+
+    def blocks(self) -> list[str]:
+        """Per latent: 'shared', or the name of the one model a dedicated latent decodes into."""
+        out = ["shared"] * (self.d_latent - sum(self.dedicated))
+        for name, n in zip(self.names, self.dedicated):
+            out += [name] * n
+        return out
+
+    def enc(self, m: int) -> torch.Tensor:
+        """Model m's effective encoder ``[d_m, F]``: a dedicated latent reads its own model only."""
+        return self.W_enc[m] * self.dec_mask[:, m] if sum(self.dedicated) else self.W_enc[m]
+
+    def dec(self, m: int) -> torch.Tensor:
+        """Model m's effective decoder ``[F, d_m]``: dedicated latents of other models contribute zero."""
+        return self.W_dec[m] * self.dec_mask[:, m:m + 1] if sum(self.dedicated) else self.W_dec[m]
 
     @property
     def n_models(self) -> int:
@@ -76,22 +110,25 @@ class Crosscoder(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, generator: torch.Generator) -> None:
-        """Unit-norm random decoder rows per model, encoders their transposes, biases zero."""
+        """Random decoder rows per model, encoders their transposes, biases zero.  Every latent starts with the
+        same total decoder norm (the number of models): unit norm per model for a shared latent, all of it in
+        its one model for a dedicated one, so BatchTopK's norm-weighted ranking does not start it behind."""
+        parity = self.n_models / self.dec_mask.sum(1, keepdim=True)
         for m, d in enumerate(self.d_models):
             w = torch.randn(self.d_latent, d, generator=generator)
-            self.W_dec[m].copy_(w / w.norm(dim=1, keepdim=True))
+            self.W_dec[m].copy_(w / w.norm(dim=1, keepdim=True) * self.dec_mask[:, m:m + 1] * parity)
             self.W_enc[m].copy_(self.W_dec[m].t())
 
     def dec_norms(self) -> torch.Tensor:
         """``[F, M]`` decoder row norms per model (scaled units)."""
-        return torch.stack([w.norm(dim=1) for w in self.W_dec], dim=1)
+        return torch.stack([self.dec(m).norm(dim=1) for m in range(self.n_models)], dim=1)
 
     def pre_acts(self, xs: Sequence[torch.Tensor], models: Sequence[int] | None = None) -> torch.Tensor:
         """``relu`` of the encoder sum over ``models`` (default all), on scaled inputs ``xs``."""
         models = range(self.n_models) if models is None else models
         pre = self.b_enc
         for m in models:
-            pre = pre + (xs[m] - self.b_dec[m]) @ self.W_enc[m]
+            pre = pre + (xs[m] - self.b_dec[m]) @ self.enc(m)
         return torch.relu(pre)
 
     def batch_topk(self, pre_BF: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +162,7 @@ class Crosscoder(nn.Module):
 
     def decode_scaled(self, f_BF: torch.Tensor) -> list[torch.Tensor]:
         """Reconstructions in scaled units, one ``[B, d_m]`` per model."""
-        return [f_BF @ self.W_dec[m] + self.b_dec[m] for m in range(self.n_models)]
+        return [f_BF @ self.dec(m) + self.b_dec[m] for m in range(self.n_models)]
 
     @torch.no_grad()
     def encode(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -148,7 +185,7 @@ class Crosscoder(nn.Module):
 
     def config_dict(self) -> dict:
         return {"architecture": "batchtopk-crosscoder", "d_models": self.d_models, "d_latent": self.d_latent,
-                "k": self.k, "names": self.names}
+                "k": self.k, "names": self.names, "dedicated": self.dedicated}
 
 
 def save_crosscoder(cc: Crosscoder, out: Path) -> list[Path]:
@@ -166,7 +203,7 @@ def load_crosscoder(root: Path) -> Crosscoder:
     cfg = read_json(root / CONFIG)
     if cfg.get("architecture") != "batchtopk-crosscoder":
         raise ArtifactError(f"{root / CONFIG} does not describe a batchtopk-crosscoder")
-    cc = Crosscoder(cfg["d_models"], cfg["d_latent"], cfg["k"], cfg["names"])
+    cc = Crosscoder(cfg["d_models"], cfg["d_latent"], cfg["k"], cfg["names"], cfg.get("dedicated", ()))
     try:
         tensors = load_file(str(root / WEIGHTS))
         cc.load_state_dict(tensors)

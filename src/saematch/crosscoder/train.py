@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -53,7 +54,7 @@ from tqdm.auto import tqdm
 
 from saematch.artifacts import atomic_path
 from saematch.crosscoder.config import CrosscoderConfig
-from saematch.crosscoder.data import Source, SourceLike, aligned_batches, as_sources, input_stats
+from saematch.crosscoder.data import Source, SourceLike, aligned_batches, as_sources, check_rows, input_stats
 from saematch.crosscoder.model import Crosscoder, save_crosscoder
 from saematch.sae.feed import Prefetcher
 
@@ -65,7 +66,8 @@ CKPT = "checkpoint.safetensors"
 class CrosscoderResult:
     """A trained crosscoder and how it was trained.
 
-    n_train: rows ``[0, n_train)`` trained it; the rest are held out.
+    n_train: how many units trained it (``train_rows``: which; only those were ever in a batch).
+    penalty: the decoder-penalty lambda it trained with (the rule's choice where the config says 'rule').
     metrics: the last logged training metrics (loss, fvu/<model>, l0, dead_frac).
     files: the saved weights and config.
     """
@@ -74,6 +76,8 @@ class CrosscoderResult:
     steps: int
     resumed_from: int
     n_train: int
+    train_rows: np.ndarray
+    penalty: float
     metrics: dict[str, float]
     files: tuple[Path, ...]
 
@@ -85,20 +89,29 @@ class _State:
     model: Crosscoder
     opt: torch.optim.Adam
     since_fired: torch.Tensor  # [F] units since each latent last fired
+    penalty: float = 0.0
     step: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
 
 
 def n_train_rows(n_rows: int, cfg: CrosscoderConfig) -> int:
-    """Rows ``[0, n_train)`` train the crosscoder; the rest are held out for the analysis."""
+    """Outside a run: rows ``[0, n_train)`` train the crosscoder; the rest are held out for the analysis."""
     return int(n_rows * (1 - cfg.eval_fraction))
 
 
-def _fingerprint(cfg: CrosscoderConfig, d_models: Sequence[int], n_train: int) -> str:
-    """What a checkpoint must agree on to be resumed: the hashed config fields (not threads, intervals)."""
+def default_rows(n_rows: int, cfg: CrosscoderConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Outside a run (no document split given): train on the first rows, hold out the last ``eval_fraction``."""
+    n = n_train_rows(n_rows, cfg)
+    return np.arange(n, dtype=np.int64), np.arange(n, n_rows, dtype=np.int64)
+
+
+def _fingerprint(cfg: CrosscoderConfig, d_models: Sequence[int], rows: np.ndarray, extra: dict) -> str:
+    """What a checkpoint must agree on to be resumed: the hashed config fields (not threads, intervals), the
+    training units and the resolved penalty and dictionary layout."""
     from saematch.configio import hash_view
 
-    blob = json.dumps({"cfg": hash_view(cfg), "d_models": list(d_models), "n_train": n_train}, sort_keys=True)
+    h = hashlib.sha256(np.ascontiguousarray(rows, np.int64).tobytes()).hexdigest()
+    blob = json.dumps({"cfg": hash_view(cfg), "d_models": list(d_models), "rows": h, **extra}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -116,7 +129,7 @@ def _aux_loss(model: Crosscoder, pre_BF: torch.Tensor, errs: list[torch.Tensor],
     top = pre_BF[:, idx].topk(k_aux, dim=1, sorted=False)
     loss = pre_BF.new_tensor(0.0)
     for m, e in enumerate(errs):
-        rec = pre_BF.new_zeros(len(pre_BF), len(idx)).scatter(1, top.indices, top.values) @ model.W_dec[m][idx]
+        rec = pre_BF.new_zeros(len(pre_BF), len(idx)).scatter(1, top.indices, top.values) @ model.dec(m)[idx]
         loss = loss + (e.detach() - rec).pow(2).sum(1).mean() / model.variance
     return loss * min(len(idx) / max(k_aux, 1), 1.0)
 
@@ -145,8 +158,8 @@ def _step(st: _State, xs: list[torch.Tensor], cfg: CrosscoderConfig) -> dict[str
         st.since_fired[(f > 0).any(0)] = 0
         dead = st.since_fired >= cfg.dead_units
     aux = _aux_loss(model, pre, errs, dead) if cfg.aux_coefficient > 0 and bool(dead.any()) else pre.new_tensor(0.0)
-    pen = decoder_penalty(model, f, cfg.decoder_penalty_tanh) if cfg.decoder_penalty > 0 else pre.new_tensor(0.0)
-    loss = mse + cfg.aux_coefficient * aux + cfg.decoder_penalty * pen
+    pen = decoder_penalty(model, f, cfg.decoder_penalty_tanh) if st.penalty > 0 else pre.new_tensor(0.0)
+    loss = mse + cfg.aux_coefficient * aux + st.penalty * pen
     st.opt.zero_grad(set_to_none=True)
     loss.backward()
     st.opt.step()
@@ -204,28 +217,38 @@ def load_checkpoint(path: Path, st: _State, fingerprint: str) -> bool:
     return True
 
 
-def _init(sources: Sequence[Source], cfg: CrosscoderConfig, names: Sequence[str], n_train: int,
-          device: str = "cpu") -> _State:
+def dedicated_counts(d_latent: int, n_models: int, share: float) -> list[int]:
+    """Latents dedicated to each model: ``share`` of the dictionary, split equally (0 share: a plain one)."""
+    return [int(round(share * d_latent / n_models))] * n_models if share > 0 else []
+
+
+def _init(sources: Sequence[Source], cfg: CrosscoderConfig, names: Sequence[str], rows: np.ndarray,
+          device: str = "cpu", dedicated_share: float = 0.0, penalty: float = 0.0) -> _State:
     d_models = [s.d_model for s in sources]
-    model = Crosscoder(d_models, cfg.expansion * max(d_models), cfg.k, names)
+    F = cfg.expansion * max(d_models)
+    model = Crosscoder(d_models, F, cfg.k, names, dedicated_counts(F, len(d_models), dedicated_share))
     model.init_weights(torch.Generator().manual_seed(cfg.seed))
     with torch.no_grad():
         for m, s in enumerate(sources):
-            var, mean = input_stats(s, n_train)
+            var, mean = input_stats(s, rows)
             scale = (model.variance / var) ** 0.5
             model.scale[m] = scale
             model.b_dec[m].copy_(mean * scale)  # residual streams have a large mean component
     model.to(device)  # initialised on the CPU (the same weights on every device), then moved
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    return _State(model, opt, torch.zeros(model.d_latent, dtype=torch.long, device=device))
+    return _State(model, opt, torch.zeros(model.d_latent, dtype=torch.long, device=device), penalty)
 
 
 def train_crosscoder(
     inputs: Sequence[SourceLike], cfg: CrosscoderConfig, out: Path, names: Sequence[str] = (),
     logger: Optional[Any] = None, log_prefix: str = "", device: str = "cpu",
+    train_rows: Optional[np.ndarray] = None, dedicated_share: float = 0.0,
 ) -> CrosscoderResult:
-    """Train on rows ``[0, n_train)`` of aligned ``inputs`` (stores, store folders or ``[N, d_m]`` arrays).
+    """Train on the units ``train_rows`` of aligned ``inputs`` (stores, store folders or ``[N, d_m]`` arrays).
 
+    ``train_rows`` (indices or a boolean mask; in a run, the train documents of the run's split): no other unit
+    is ever read into a batch or into the input scales; default the first rows (:func:`default_rows`).
+    ``dedicated_share > 0`` dedicates that share of the latents to one model each (:class:`Crosscoder`).
     Checkpoints into ``out`` as it goes and resumes from a checkpoint there;
     writes ``crosscoder.safetensors`` + ``cfg.json`` and removes the checkpoint
     at the end.  ``logger`` is anything with ``log(dict)`` (saematch's loggers).  Trains on ``device``
@@ -233,18 +256,20 @@ def train_crosscoder(
     """
     sources = as_sources(inputs)
     out.mkdir(parents=True, exist_ok=True)
-    n_train = n_train_rows(sources[0].n_rows, cfg)
+    n_rows = sources[0].n_rows
+    rows = default_rows(n_rows, cfg)[0] if train_rows is None else check_rows(train_rows, n_rows, "train_rows")
+    penalty = cfg.penalty()
     old_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = None
     try:
-        st = _init(sources, cfg, names, n_train, device)
-        fp = _fingerprint(cfg, st.model.d_models, n_train)
+        st = _init(sources, cfg, names, rows, device, dedicated_share, penalty)
+        fp = _fingerprint(cfg, st.model.d_models, rows, {"penalty": penalty, "dedicated": st.model.dedicated})
         resumed = st.step if (out / CKPT).is_file() and load_checkpoint(out / CKPT, st, fp) else 0
         if resumed:
             log.info("%sresuming crosscoder training at step %d", log_prefix, resumed)
-        batches = aligned_batches(sources, cfg.batch_size, n_train, cfg.seed, st.model.scale.tolist(), skip=st.step)
+        batches = aligned_batches(sources, cfg.batch_size, rows, cfg.seed, st.model.scale.tolist(), skip=st.step)
         data = Prefetcher(batches, device, 4)
         bar = tqdm(total=cfg.steps, initial=st.step, desc=f"crosscoder {log_prefix}".strip(), unit="step", disable=None)
         while st.step < cfg.steps:
@@ -263,4 +288,4 @@ def train_crosscoder(
     files = save_crosscoder(st.model, out)
     (out / CKPT).unlink(missing_ok=True)
     st.model.eval()
-    return CrosscoderResult(st.model, st.step, resumed, n_train, st.metrics, tuple(files))
+    return CrosscoderResult(st.model, st.step, resumed, len(rows), rows, penalty, st.metrics, tuple(files))

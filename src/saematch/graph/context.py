@@ -74,6 +74,13 @@ class RunContext:
 
         return Corpus(self.layout.corpus())
 
+    @cached_property
+    def split(self) -> Any:
+        """The run's document split (:class:`saematch.corpus.split.DocSplit`), read once."""
+        from saematch.corpus.split import read_split
+
+        return read_split(self.layout.split(), self.corpus.units["doc"].to_numpy())
+
     def forget_stores(self, model: str) -> None:
         """Drop opened stores of ``model`` (its extract node is being rebuilt)."""
         for k in [k for k in self._stores if k[0] == model]:

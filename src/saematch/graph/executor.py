@@ -89,12 +89,13 @@ class Executor:
         return out
 
     def targets(self, stages: tuple[str, ...], only: Optional[tuple[str, int]] = None) -> list[str]:
-        """Ids of the nodes of ``stages`` (restricted by ``--only``)."""
+        """Ids of the nodes of ``stages`` (restricted by ``--only``), after the corpus stage's (the corpus and its
+        document split), which every command builds."""
         ids = [n.id for n in self.plan if n.stage in stages and (only is None or n.matches(*only))]
         if not ids:
             what = f" for --only {only[0]}:{only[1]}" if only else ""
             raise ConfigError(f"no {'/'.join(stages)} nodes in this config{what}")
-        return ids
+        return [n.id for n in self.plan.stage("corpus") if n.id not in ids] + ids
 
     def build(self, targets: list[str], force: Optional[str] = None, only: Optional[tuple[str, int]] = None) -> None:
         """Build every stale node that ``targets`` need, in dependency order."""

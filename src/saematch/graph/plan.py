@@ -21,7 +21,8 @@ from saematch.config import ModelSpec, RunConfig
 from saematch.configio import config_hash
 from saematch.errors import ConfigError
 
-STAGES = ("corpus", "extract", "train", "features", "match", "compare", "calibrate", "transfer", "crosscoder", "report")
+STAGES = ("corpus", "extract", "train", "features", "match", "compare", "calibrate", "transfer", "crosscoder", "interactions",
+          "report")
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,10 @@ class Variant:
     """A model key as the graph sees it: a configured model, or a control derived from one.
 
     key: ``MODEL`` or ``MODEL@seed1`` (twin SAEs), ``MODEL@random`` (random-init weights),
-    ``MODEL@shuffle`` (A's units permuted before matching); source: the configured model;
-    kind: 'model', 'twin', 'random' or 'shuffle'; acts: whose activations it reads.
+    ``MODEL@embed`` (the input embeddings entering block 0, stored as its one layer 0: token
+    identity and nothing else), ``MODEL@shuffle`` (A's units permuted before matching);
+    source: the configured model; kind: 'model', 'twin', 'random', 'embed' or 'shuffle';
+    acts: whose activations it reads.
     """
 
     key: str
@@ -39,7 +42,10 @@ class Variant:
 
     @property
     def acts(self) -> str:
-        return self.key if self.kind in ("model", "random") else self.source
+        return self.key if self.kind in ("model", "random", "embed") else self.source
+
+
+EMBED_LAYER = 0  # the one layer of a MODEL@embed variant: the residual entering block 0
 
 
 def variant(key: str) -> Variant:
@@ -174,6 +180,31 @@ def _validate_metrics(cfg: RunConfig) -> None:
         get_metric(name, **dict(params))
 
 
+def random_keys(cfg: RunConfig) -> list[str]:
+    """Configured models that get a random-init control (every model, or the one ``controls.random_model`` names)."""
+    ctl = cfg.controls
+    if not ctl.random_init:
+        return []
+    return [m.key for m in cfg.models if ctl.random_model in (None, m.key)]
+
+
+def floor_matches(cfg: RunConfig, a: ModelSpec, la: int, b: ModelSpec, lb: int) -> dict[str, tuple[str, int, str, int]]:
+    """The control matchings that floor the layer pair (A la, B lb), by floor name: ``random_a`` (A's architecture
+    with random weights), ``random_b``, ``embed_a`` (A's input embeddings against B lb), ``embed_b``, ``shuffle``."""
+    ctl, out = cfg.controls, {}
+    rk = random_keys(cfg)
+    if a.key in rk:
+        out["random_a"] = (f"{a.key}@random", la, b.key, lb)
+    if b.key in rk:
+        out["random_b"] = (a.key, la, f"{b.key}@random", lb)
+    if ctl.embed:
+        out["embed_a"] = (f"{a.key}@embed", EMBED_LAYER, b.key, lb)
+        out["embed_b"] = (a.key, la, f"{b.key}@embed", EMBED_LAYER)
+    if ctl.shuffle:
+        out["shuffle"] = (f"{a.key}@shuffle", la, b.key, lb)
+    return out
+
+
 def build_plan(cfg: RunConfig) -> Plan:
     """Every node of the run described by ``cfg``, in dependency order, controls included."""
     import dataclasses
@@ -184,58 +215,68 @@ def build_plan(cfg: RunConfig) -> Plan:
     ctl = cfg.controls
     models = [(m.key, m.name, m.revision) for m in cfg.models]
     corpus = plan.add(Node("corpus", (), lay.corpus(), (cfg.corpus, models), (), "saematch.corpus.stage:build"))
+    split = plan.add(Node("corpus", ("split",), lay.split(),
+                          (cfg.calibration.heldout_frac, cfg.sae.eval_fraction, cfg.calibration.seed), (corpus.id,),
+                          "saematch.corpus.split:build"))
     feats: dict[tuple[str, int], str] = {}
     extract: dict[str, str] = {}
     train_ids = []
     twin_sae = dataclasses.replace(cfg.sae, seed=ctl.twin_seed)
-    rand_key = (ctl.random_model or cfg.models[0].key) if ctl.random_init else None
 
-    def add_model(key: str, m: ModelSpec, extract_params: Any, sae_cfg: Any, own_extract: bool) -> None:
+    def add_model(key: str, m: ModelSpec, extract_params: Any, sae_cfg: Any, own_extract: bool,
+                  layers: tuple[int, ...] | None = None) -> None:
+        layers = m.layers if layers is None else layers
         if own_extract:
             extract[key] = plan.add(Node(
                 "extract", (key,), lay.acts_model(key), extract_params, (corpus.id,), "saematch.activations.stage:build",
-                parts=tuple(lay.acts(key, L) for L in m.layers), preflight="saematch.activations.stage:preflight")).id
+                parts=tuple(lay.acts(key, L) for L in layers), preflight="saematch.activations.stage:preflight")).id
         ex = extract[variant(key).acts]
-        for L in m.layers:
+        for L in layers:
             pre = m.pretrained and variant(key).kind == "model"
             params = (L, m.sae_release, m.sae_id, m.sae_path) if pre else (L, sae_cfg)
-            tr = plan.add(Node("train", (key, L), lay.sae(key, L), params, (ex,), "saematch.sae.stage:build"))
+            tr = plan.add(Node("train", (key, L), lay.sae(key, L), params, (ex, split.id), "saematch.sae.stage:build"))
             train_ids.append(tr.id)
             feats[key, L] = plan.add(Node("features", (key, L), lay.features(key, L), cfg.features,
                                           (tr.id, ex, corpus.id), "saematch.features.stage:build")).id
 
     for m in cfg.models:
         add_model(m.key, m, (cfg.extract, m.name, m.revision), cfg.sae, True)
+    rand = random_keys(cfg)
     for m in cfg.models:
         if ctl.seed and not m.pretrained:
             add_model(f"{m.key}@seed{ctl.twin_seed}", m, None, twin_sae, False)
-        if m.key == rand_key:
+        if m.key in rand:
             add_model(f"{m.key}@random", m, ("random-init", ctl.random_seed, cfg.extract, m.name, m.revision), cfg.sae, True)
-    split = (cfg.calibration.heldout_frac, cfg.calibration.seed)
+        if ctl.embed:
+            add_model(f"{m.key}@embed", m, ("embed", cfg.extract, m.name, m.revision), cfg.sae, True, (EMBED_LAYER,))
 
-    def add_match(ka: str, la: int, kb: str, lb: int, fa: str, fb: str, extra: Any = None) -> str:
-        return plan.add(Node("match", (ka, la, kb, lb), lay.pairs(ka, la, kb, lb), (cfg.matching, split, extra),
-                             (feats[fa], feats[fb]), "saematch.matching.stage:build")).id
+    def add_match(ka: str, la: int, kb: str, lb: int, extra: Any = None) -> str:
+        nid = ":".join(["match", ka, str(la), kb, str(lb)])
+        if nid in plan.nodes:  # an embed floor serves every layer of the other model
+            return nid
+        fa = (variant(ka).source, la) if variant(ka).kind == "shuffle" else (ka, la)
+        return plan.add(Node("match", (ka, la, kb, lb), lay.pairs(ka, la, kb, lb), (cfg.matching, extra),
+                             (feats[fa], feats[kb, lb], split.id), "saematch.matching.stage:build")).id
 
     main_ids, control_ids = [], []
     for a, b in model_pairs(cfg):
         for la, lb in layer_pairs(cfg, a, b):
-            main_ids.append(add_match(a.key, la, b.key, lb, (a.key, la), (b.key, lb)))
-            if rand_key in (a.key, b.key):
-                ra, rb = (f"{a.key}@random", b.key) if rand_key == a.key else (a.key, f"{b.key}@random")
-                control_ids.append(add_match(ra, la, rb, lb, (ra, la), (rb, lb)))
-            if ctl.shuffle:
-                control_ids.append(add_match(f"{a.key}@shuffle", la, b.key, lb, (a.key, la), (b.key, lb), ctl.shuffle_seed))
+            main_ids.append(add_match(a.key, la, b.key, lb))
+            for name, (ka, fla, kb, flb) in floor_matches(cfg, a, la, b, lb).items():
+                nid = add_match(ka, fla, kb, flb, ctl.shuffle_seed if name == "shuffle" else None)
+                if nid not in control_ids:
+                    control_ids.append(nid)
     for m in cfg.models:
         if ctl.seed and not m.pretrained:
             twin = f"{m.key}@seed{ctl.twin_seed}"
             for L in m.layers:
-                control_ids.append(add_match(m.key, L, twin, L, (m.key, L), (twin, L)))
+                control_ids.append(add_match(m.key, L, twin, L))
     cmp_deps = tuple(main_ids + [feats[m.key, L] for m in cfg.models for L in m.layers]
-                     + [f"train:{m.key}:{L}" for m in cfg.models for L in m.layers] + [extract[m.key] for m in cfg.models])
+                     + [f"train:{m.key}:{L}" for m in cfg.models for L in m.layers] + [extract[m.key] for m in cfg.models]
+                     + [split.id])
     cmp = plan.add(Node("compare", (), lay.similarity(), (cfg.similarity, _file_digest(cfg.similarity.concepts)),
                         cmp_deps, "saematch.similarity.stage:build"))
-    cal_deps = tuple(main_ids + control_ids + list(feats.values()) + train_ids + list(extract.values()))
+    cal_deps = tuple(main_ids + control_ids + list(feats.values()) + train_ids + list(extract.values()) + [split.id])
     cal = plan.add(Node("calibrate", (), lay.root / "calibration", (cfg.calibration, ctl, cfg.similarity.max_units),
                         cal_deps, "saematch.calibration.stage:build"))
     # uses across models: one node per A layer, paired at build time with its best-matching B layer
@@ -247,11 +288,19 @@ def build_plan(cfg: RunConfig) -> Plan:
                 ext.append(plan.add(Node("transfer", (a.key, la, b.key), lay.root / "transfer" / f"{a.key}_L{la:02d}__{b.key}",
                                          (cfg.transfer, _file_digest(cfg.similarity.concepts)), (cal.id, *cal_deps),
                                          "saematch.transfer.node:build")).id)
-            if cfg.crosscoder.enabled:
-                keys = [a.key] + ([f"{rand_key}@random"] if rand_key == a.key else [])
+            if cfg.crosscoder.enabled and (cfg.crosscoder.layers is None or la in cfg.crosscoder.layers):
+                keys = [a.key] + ([f"{a.key}@random"] if a.key in rand else [])
                 for ka in keys:  # the random-init control's crosscoder is the floor of the shared fraction
                     ext.append(plan.add(Node("crosscoder", (ka, la, b.key),
                                              lay.root / "crosscoders" / f"{ka}_L{la:02d}__{b.key}", cfg.crosscoder,
                                              (cal.id, *cal_deps), "saematch.crosscoder.node:build")).id)
+    if cfg.interactions.enabled:
+        # reads the corpus and the split only: prompts, masked forwards and interactions need no activations;
+        # the random-init floor is built from the model's config with the controls' seed
+        for a, b in model_pairs(cfg):
+            ext.append(plan.add(Node("interactions", (a.key, b.key), lay.root / "interactions" / f"{a.key}__{b.key}",
+                                     (cfg.interactions, ctl.random_seed, rand, cfg.extract.dtype,
+                                      [(m.name, m.revision) for m in (a, b)]), (corpus.id, split.id),
+                                     "saematch.interactions.node:build")).id)
     plan.add(Node("report", (), lay.report(), cfg.report, (cmp.id, cal.id, *cal_deps, *ext), "saematch.report.stage:build"))
     return plan

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from saematch.errors import SaematchError
-from saematch.matching.coact import CorrRows, TopPositive
+from saematch.matching.coact import CorrRows, column_sums
 
 if TYPE_CHECKING:  # features.encode imports torch: only check_pair needs it, on use
     from saematch.features.encode import FeatureStats
@@ -53,9 +53,27 @@ def check_pair(XA: sp.csr_matrix, XB: sp.csr_matrix) -> CorrStats:
     for name, X in (("A", XA), ("B", XB)):
         if X.nnz and not np.isfinite(X.data).all():
             raise SaematchError(f"feature activations of model {name} contain NaN or infinite values")
+    return CorrStats(feature_stats(XA), feature_stats(XB), XA.shape[0])
+
+
+def feature_stats(X: sp.spmatrix) -> FeatureStats:
+    """``features.encode.FeatureStats`` of ``[N, F]`` activations in one compiled pass over the stored entries.
+
+    No CSC copy (``FeatureStats.of`` makes one: a second at 1M units for the side the kernel reads as CSR), and
+    the sums are accumulated in float64.
+    """
     from saematch.features.encode import FeatureStats
 
-    return CorrStats(FeatureStats.of(XA), FeatureStats.of(XB), XA.shape[0])
+    N, F = X.shape
+    if getattr(X, "format", None) == "csc":
+        cols = np.repeat(np.arange(F, dtype=np.int32), np.diff(X.indptr))
+    else:
+        X = sp.csr_matrix(X)
+        cols = X.indices
+    count, total, total_sq, mx = np.zeros(F, np.int64), np.zeros(F), np.zeros(F), np.full(F, -np.inf)
+    column_sums(cols, X.data, count, total, total_sq, mx)
+    mx = np.where(count < N, np.maximum(mx, 0.0), mx)  # implicit zeros count towards the largest value
+    return FeatureStats(int(N), count, total, total_sq, np.where(count > 0, mx, 0.0))
 
 
 BLOCK_ELEMS = 1 << 22  # correlation entries per block (16 MB of float32)
@@ -129,23 +147,14 @@ class TopLists:
         k = self.k if k is None else min(k, self.k)
         return self.row_v[:, k - 1].astype(np.float64), self.col_v[:, k - 1].astype(np.float64)
 
-    @classmethod
-    def of_heaps(cls, top: TopPositive) -> "TopLists":
-        ro, co = np.argsort(-top.row_v, axis=1, kind="stable"), np.argsort(-top.col_v, axis=1, kind="stable")
-        take = np.take_along_axis
-        return cls(take(top.row_v, ro, 1), take(top.row_i, ro, 1), take(top.col_v, co, 1), take(top.col_i, co, 1))
-
 
 def top_lists(rows: CorrRows, k: int) -> TopLists:
-    """Top-k positive correlations per row and column, in one pass over the correlation blocks of ``rows``.
+    """Top-k positive correlations per row and column, in one pass over the co-activations of ``rows``.
 
-    A running top-k heap per row and per column (compiled, ``coact.TopPositive``).
+    The kernel keeps a running top-k heap per row and per column as it goes
+    (``coact.CorrRows.top``); no correlation block is ever written.
     """
-    F_A, F_B = rows.shape
-    top = TopPositive(F_A, F_B, k)
-    for lo, C in row_blocks(rows):
-        top.offer(lo, C)
-    return TopLists.of_heaps(top)
+    return TopLists(*rows.top(k))
 
 
 def from_entries(r: np.ndarray, c: np.ndarray, v: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -155,9 +164,5 @@ def from_entries(r: np.ndarray, c: np.ndarray, v: np.ndarray, shape: tuple[int, 
 
 
 def topk_candidates(XA: sp.csr_matrix, XB: sp.csr_matrix, st: CorrStats, k: int) -> sp.csr_matrix:
-    """Positive correlations among the top-k of their row or of their column (CSR ``[F_A, F_B]``).
-
-    One pass over the correlation blocks, keeping a running top-k heap per row
-    and per column (compiled, ``coact.TopPositive``).
-    """
+    """Positive correlations among the top-k of their row or of their column (CSR ``[F_A, F_B]``), in one pass."""
     return top_lists(corr_rows(XA, XB, st), k).graph()

@@ -38,7 +38,7 @@ class TorchSide:
         self.torch, self.device = torch, torch.device(device)
 
         def put(x, dtype):
-            return torch.as_tensor(np.ascontiguousarray(x)).to(self.device, dtype)
+            return torch.as_tensor(np.ascontiguousarray(x, np.int64 if dtype == torch.int64 else None)).to(self.device, dtype)
 
         self.ptr, self.idx, self.vals = put(side.ptr, torch.int64), put(side.idx, torch.int64), put(side.vals, torch.float32)
         self.lens = self.ptr[1:] - self.ptr[:-1]
@@ -91,7 +91,7 @@ class TorchCorr:
         prod = a.vals[t].double()[t_of_p] * b.vals[s].double()
         acc = torch.zeros(len(idx) * F_B, dtype=torch.float64, device=dev).index_add_(0, key, prod).view(len(idx), F_B)
         ia = a.inv[idx]
-        C = (acc / self.n - a.mu[idx, None] * b.mu[None, :]) * ia[:, None] * b.inv[None, :]
+        C = (acc * (1.0 / self.n) - a.mu[idx, None] * b.mu[None, :]) * ia[:, None] * b.inv[None, :]
         C[ia == 0] = float("nan")
         C[:, b.inv == 0] = float("nan")
         return C.float()

@@ -6,8 +6,9 @@ done once, and where:
 - per layer, not per pair (:func:`prepare_layers`): the unit subset, the
   validity checks, the per-feature statistics and the layout the co-activation
   kernel reads (``coact.Side``: CSC for A's layers, CSR for B's);
-- per pair, one pass over the correlation keeps every row's and column's top
-  ``k_max`` (numba on the CPU, torch on CUDA: ``gpu.TorchCorr``).  The solve
+- per pair, one pass over the co-activations keeps every row's and column's
+  top ``k_max`` as it goes, never writing a correlation block (numba on the
+  CPU: ``coact.CorrRows.top``; torch on CUDA: ``gpu.TorchCorr``).  The solve
   runs on the top ``k`` of them (``assign.hungarian_sparse`` with the
   warm-startable ``ssp`` solver: each certificate round starts from the last
   round's duals).  Its certificate needs no second pass over the correlation:
@@ -37,7 +38,7 @@ import scipy.sparse as sp
 from saematch.errors import SaematchError
 from saematch.matching.assign import Assignment, hungarian_sparse
 from saematch.matching.coact import CorrRows, Side
-from saematch.matching.correlation import TopLists, top_lists
+from saematch.matching.correlation import TopLists, feature_stats, top_lists
 
 Layer = Hashable
 _FIELDS = ("ptr", "idx", "vals", "mu", "inv")
@@ -86,8 +87,6 @@ def prepare_layers(Xs: Mapping[Layer, sp.spmatrix], side: str, units: np.ndarray
     ``units``: ``[N]`` bool, the units to pair on (e.g. the held-out split's train units).
     ``exclude``: per layer, ``[F]`` bool features left out of pairing (dead, dense, ...).
     """
-    from saematch.features.encode import FeatureStats  # imports torch: not at the workers' import
-
     if side not in ("a", "b"):
         raise SaematchError(f"side must be 'a' or 'b', got {side!r}")
     out = {}
@@ -101,7 +100,9 @@ def prepare_layers(Xs: Mapping[Layer, sp.spmatrix], side: str, units: np.ndarray
             raise SaematchError("correlation needs at least two units")
         if X.nnz and not np.isfinite(X.data).all():
             raise SaematchError(f"feature activations of layer {layer!r} contain NaN or infinite values")
-        st = FeatureStats.of(X)
+        if side == "a":
+            X = X.tocsc()  # the layout side A is read in: converted once, statistics included
+        st = feature_stats(X)
         valid = ~st.dead
         if exclude is not None and layer in exclude:
             drop = np.asarray(exclude[layer], bool)

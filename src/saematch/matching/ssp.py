@@ -144,13 +144,16 @@ def _repair(indptr, indices, cost, u, v, row_of_col, col_of_row, eps):  # pragma
 
 
 def solve(cost: sp.csr_matrix, init: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-          eps: float = 1e-9) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+          eps: float = 1e-9, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Min-cost perfect matching of the square ``cost`` (CSR, explicit entries are the edges).
 
     ``init``: ``(match_col, u, v)`` of an earlier solve on a subgraph of ``cost``
-    (same nodes, fewer edges).  Returns ``(match_col, u, v)``: the column of
-    every row and duals feasible on every edge (``u_r + v_c <= cost``, up to
-    rounding) and tight on the matching; None if no perfect matching exists.
+    (same nodes, fewer edges; -1 for unmatched rows, ``inf`` for a row dual to
+    be set to its largest feasible value).  Returns ``(match_col, u, v)``: the
+    column of every row and duals feasible on every edge (``u_r + v_c <= cost``,
+    up to rounding) and tight on the matching; None if no perfect matching
+    exists.  ``rows``: augment only these rows (the others stay as they are,
+    possibly unmatched), for a solve in phases.
     """
     cost = sp.csr_matrix(cost)
     n = cost.shape[0]
@@ -159,16 +162,17 @@ def solve(cost: sp.csr_matrix, init: tuple[np.ndarray, np.ndarray, np.ndarray] |
         col_of_row, row_of_col = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
         v = np.zeros(n)
         u = np.full(n, np.inf)
-        _repair(indptr, indices, data, u, v, row_of_col, col_of_row, eps)
     else:
         col_of_row = np.array(init[0], np.int64)
         u, v = np.array(init[1], np.float64), np.array(init[2], np.float64)
         row_of_col = np.full(n, -1, np.int64)
         row_of_col[col_of_row[col_of_row >= 0]] = np.nonzero(col_of_row >= 0)[0]
-        _repair(indptr, indices, data, u, v, row_of_col, col_of_row, eps)
+    _repair(indptr, indices, data, u, v, row_of_col, col_of_row, eps)
     if not np.isfinite(u).all():
         return None
     free = np.nonzero(col_of_row < 0)[0]
+    if rows is not None:
+        free = free[np.isin(free, rows)]
     if not _augment(indptr, indices, data, u, v, row_of_col, col_of_row, free):
         return None
     return col_of_row, u, v

@@ -108,21 +108,9 @@ def info_dict(info: MatchInfo) -> dict:
 
 
 def train_mask(ctx: Any) -> np.ndarray:
-    """The units that pair features (whole documents, ``calibration.heldout_frac``), the same for every
-    match node of the run; the others score the pairs."""
-    from saematch.calibration.heldout import split_units
-
-    cal = ctx.cfg.calibration
-
-    def make() -> np.ndarray:
-        doc = ctx.corpus.units["doc"].to_numpy()
-        if len(np.unique(doc)) < 4:  # too few documents to split: contiguous blocks of units instead
-            log.warning("held-out split: only %d document(s); splitting %d units into 16 contiguous blocks instead",
-                        len(np.unique(doc)), len(doc))
-            doc = np.arange(len(doc)) * 16 // max(len(doc), 1)
-        return split_units(doc, cal.heldout_frac, cal.seed)
-
-    return ctx.memo("train-mask", make)
+    """The units that pair features: the train documents of the run's split (``RUN/split/``), the same for every
+    match node; the test documents score the pairs."""
+    return ctx.split.train_mask
 
 
 def build(node: Any, ctx: Any, chash: str) -> None:
@@ -149,6 +137,6 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     mcfg = replace(ctx.cfg.matching, device=stage_device(ctx.cfg, "matching"))
     df, info = match_pair(XA, load_csr(fb), cards_a, cards_b, mcfg, train_mask(ctx))
     write_parquet(df, out / "pairs.parquet")
-    stage.finish(chash, [out / "pairs.parquet"], info=info_dict(info))
+    stage.finish(chash, [out / "pairs.parquet"], info=info_dict(info), split_digest=ctx.split.digest)
     log.info("match %s L%d ~ %s L%d: %d pairs (%d kept), held-out mean corr %.3f (in-sample %.3f), solver %s, gap %.2g",
              a, la, b, lb, info.n_pairs, info.n_kept, info.mean_corr_kept, info.mean_corr_train, info.solver, info.gap)

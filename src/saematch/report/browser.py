@@ -239,74 +239,11 @@ def browser_data(run_dir: str | Path, cfg: BrowserConfig = BrowserConfig()) -> d
 
 
 def crosscoder_html(run_dir: str | Path, n_latents: int = 8) -> str:
-    """A static section for the run's built crosscoders ('' when there are none): per A layer, the class
-    fractions beside the random-init floor's, and the best-matched shared latents beside the Hungarian pairs."""
-    import html as _h
+    """A static section for the run's built crosscoders ('' when there are none); the crosscoder stage owns its
+    view (:func:`saematch.crosscoder.report.browser_section`)."""
+    from saematch.crosscoder.report import browser_section
 
-    root = Path(run_dir)
-    nodes = []
-    for man in sorted((root / "crosscoders").glob("*/manifest.json")):
-        m = json.loads(man.read_text())
-        if "summary" in m:
-            nodes.append((man.parent, m))
-    if not nodes:
-        return ""
-    floors = {(m["model_a"].split("@")[0], m["layer_a"], m["model_b"]): m for _, m in nodes if m.get("control")}
-    pct = lambda x: "–" if x is None or not math.isfinite(x) else f"{x:.1%}"  # noqa: E731
-    rows, sides = [], []
-    for d, m in nodes:
-        if m.get("control"):
-            continue
-        s, f = m["summary"], floors.get((m["model_a"], m["layer_a"], m["model_b"]), {}).get("summary", {})
-        ls, ag = m["latent_scaling"], m.get("agreement") or {}
-        rows.append("<tr>" + "".join(f"<td>{_h.escape(str(v))}</td>" for v in (
-            f"{m['model_a']} L{m['layer_a']} ~ {m['model_b']} L{m['layer_b']}", s["n_live"],
-            pct(s["shared_fraction"]), pct(f.get("shared_fraction")), pct(s["a_only_fraction"]),
-            pct(f.get("a_only_fraction")), pct(s["b_only_fraction"]), pct(f.get("b_only_fraction")),
-            f"{ls['n_suspect']} / {ls['n_exclusive']}", pct(ag.get("hungarian_pair_fraction")),
-            f"{ag.get('median_corr_ab', float('nan')):.3f}")) + "</tr>")
-        if not (d / "agreement.parquet").is_file():
-            continue
-        from saematch.crosscoder.report import best_shared
-
-        agr = best_shared(pd.read_parquet(d / "agreement.parquet"), pd.read_parquet(d / "latents.parquet"),
-                          s["n_heldout_units"], n_latents)
-        lay, lp = RunLayout(root), f"{m['model_a']}_L{m['layer_a']:02d}__{m['model_b']}_L{m['layer_b']:02d}"
-        words = {}
-        for key, model, layer in (("a", m["model_a"], m["layer_a"]), ("b", m["model_b"], m["layer_b"])):
-            cards = lay.features(model, layer) / "cards.parquet"
-            words[key] = pd.read_parquet(cards, columns=["top_words"])["top_words"] if cards.is_file() else None
-
-        def feat(key: str, model: str, layer: int, i: int) -> str:
-            if i < 0:
-                return "–"
-            w = words[key]
-            top = ", ".join(map(str, list(w.iloc[i])[:4])) if w is not None else ""
-            return (f'<a href="#feat/{_h.escape(model)}/{layer}/{i}">#{i}</a> '
-                    f'<span class="muted">{_h.escape(top)}</span>')
-
-        def same(r: Any) -> str:
-            return f'<a href="#pair/{_h.escape(lp)}/{r.feature_a}/{r.feature_b}">yes</a>' if r.is_hungarian_pair else "no"
-
-        body = "".join(
-            f"<tr><td>{r.latent}</td><td>{feat('a', m['model_a'], m['layer_a'], r.feature_a)}</td>"
-            f"<td class='num'>{r.corr_a:.2f}</td><td>{feat('b', m['model_b'], m['layer_b'], r.feature_b)}</td>"
-            f"<td class='num'>{r.corr_b:.2f}</td><td>{feat('b', m['model_b'], m['layer_b'], r.hungarian_b)}</td>"
-            f"<td>{same(r)}</td><td class='num'>{r.jaccard_ab:.2f}</td></tr>" for r in agr.itertuples())
-        sides.append(f"<h3>{_h.escape(m['model_a'])} L{m['layer_a']} ~ {_h.escape(m['model_b'])} L{m['layer_b']}</h3>"
-                     "<table><tr><th>latent</th><th>best SAE-A feature</th><th>corr</th><th>best SAE-B feature</th>"
-                     "<th>corr</th><th>Hungarian partner of the A feature</th><th>same pair</th>"
-                     "<th>Jaccard A-B top units</th></tr>" + body + "</table>")
-    head = "".join(f"<th>{c}</th>" for c in ("layer pair", "live latents", "shared", "floor shared", "A-only",
-                                             "floor A-only", "B-only", "floor B-only", "suspect exclusives (Latent "
-                                             "Scaling)", "shared latents whose best features are a Hungarian pair",
-                                             "median corr of those features"))
-    return ('<section id="crosscoder"><h1>Crosscoder beside post-hoc matching</h1><p class="muted">One shared '
-            "dictionary per A layer and its best-matching B layer; classes by relative decoder norm "
-            "(see report.html). The floor is the same crosscoder with A's random-init network. Fractions of live "
-            "latents, on the crosscoder's held-out units.</p><table><tr>" + head + "</tr>" + "".join(rows)
-            + "</table><h2>Best-matched shared latents and the Hungarian pairs of the separate SAEs</h2>"
-            + "".join(sides) + "</section>")
+    return browser_section(run_dir, n_latents)
 
 
 def _asset(name: str) -> str:

@@ -14,22 +14,29 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-READ_ME = ("<p>Each readout is placed between a <b>floor</b> and a <b>ceiling</b> measured in this run. The floor is "
-           "the same readout against a <b>{floor}</b> control; the ceiling is the same model with an SAE trained from "
-           "another seed (for raw-activation readouts it is 1 by construction). <b>calibrated</b> = (score &minus; floor) / "
-           "(ceiling &minus; floor): 0 is no more shared than the control, 1 is as shared as a model with itself. A readout "
-           "whose ceiling does not beat its floor by {se:g} bootstrap SEs is <b>uninformative</b> at that layer pair and is "
-           "not headlined. Beating the permutation null is only a test against no pairing at all: a random-init network "
-           "beats it too. Correlations are <b>held-out</b>: features are paired on {frac:.0%} of the documents and scored "
-           "on the rest.</p>")
+READ_ME = ("<p>Each readout is placed beside its <b>floors</b>, measured in this run: <b>random</b>, either model's "
+           "architecture with random weights (the higher of the two sides), and <b>token</b>, either model's input "
+           "embeddings (token identity and nothing else) paired with the other's layer. The <b>floor</b> column is the "
+           "strongest of them (named in <i>floor_kind</i>). SAE readouts also have a <b>ceiling</b>, the same model with "
+           "an SAE trained from another seed; <b>calibrated</b> = (score &minus; floor) / (ceiling &minus; floor), with "
+           "<i>calibrated_random</i> (beyond random weights) and <i>calibrated_token</i> (beyond token identity) beside it. "
+           "Raw-activation readouts (mknn, CKA) have no measured ceiling: they are <b>floor-adjusted</b>, (s &minus; f) / "
+           "(1 &minus; f), and are not comparable with the SAE readouts' calibrated scores. A readout whose ceiling does "
+           "not beat its floor by {se:g} SEs is <b>uninformative</b> at that layer pair and is not headlined; one with no "
+           "measured floor is not calibrated. SAEs train only on the run's train documents, features are paired and layers "
+           "chosen there ({frac:.0%} of the units), and every readout is scored on test documents no fit has seen. Each "
+           "interval says what it resamples (<i>resamples</i>, <i>ci_method</i>): test documents for every readout on "
+           "units, matched pairs for the decoder-row readouts (SVCCA, RSA), which no document enters.</p>")
 
 
 def _headline(summary: dict) -> Any:
     import pandas as pd
 
-    rows = [{"readout": name, "layer pairs": v["n_layer_pairs"], "uninformative": v["n_uninformative"],
-             "mean floor": v.get("mean_floor"), "mean score": v.get("mean_score"), "mean ceiling": v.get("mean_ceiling"),
-             "mean calibrated": v.get("mean_calibrated"),
+    rows = [{"readout": name, "calibrated against": v.get("calibrated_kind"), "layer pairs": v["n_layer_pairs"],
+             "uninformative": v["n_uninformative"], "mean random floor": v.get("mean_floor_random"),
+             "mean token floor": v.get("mean_floor_token"), "mean score": v.get("mean_score"),
+             "mean ceiling": v.get("mean_ceiling"), "mean calibrated": v.get("mean_calibrated"),
+             "beyond random": v.get("mean_calibrated_random"), "beyond token": v.get("mean_calibrated_token"),
              "best pairs with floor < score < ceiling": f"{v['best_ordered']}/{v['n_best']}"}
             for name, v in summary.get("readouts", {}).items()]
     return pd.DataFrame(rows)
@@ -58,14 +65,15 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     corpus_man = Stage(lay.corpus()).manifest()
     models = ", ".join(f"{m.name} (layers {list(m.layers)})" for m in cfg.models)
     figs, sections = [], []
-    floor = cal_man.get("floor", "random-init")
     head = (f"<p>Models: {models}. Corpus: {cfg.corpus.source}, {corpus_man['n_docs']} documents, "
             f"{corpus_man['n_units']} aligned {corpus_man['align']} units. "
             f"<a href='browser.html'>Browse the matched pairs</a>.</p>"
-            + READ_ME.format(floor=floor, se=cfg.calibration.uninformative_se, frac=cfg.calibration.heldout_frac)
+            + READ_ME.format(se=cfg.calibration.uninformative_se, frac=cfg.calibration.heldout_frac)
             + H.table(_headline(cal_man["summary"])))
-    if "universal_fraction" in cal_man["summary"]:
-        head += f"<p>Universal pairs overall: <b>{cal_man['summary']['universal_fraction']:.1%}</b> of matched pairs.</p>"
+    shares = cal_man["summary"].get("universal_share_at_best", {})
+    if shares:
+        head += ("<p>Share of A's live features with a universal partner at the chosen B layer: "
+                 + ", ".join(f"{k} <b>{v:.1%}</b>" for k, v in shares.items()) + ".</p>")
     sections.append(("Summary: calibrated scores", head))
     body = ""
     for name in readouts.readout.unique():
@@ -73,27 +81,34 @@ def build(node: Any, ctx: Any, chash: str) -> None:
         g = readouts[readouts.readout == name]
         figs.append(p)
         body += H.img(p, f"{name}: floor (grey), pair (orange) and ceiling (green) at each of {len(g)} layer pairs, "
-                         f"95% bootstrap CIs over {int(g['n_items'].median())} items (median); 'u' marks uninformative "
+                         f"95% intervals ({g['resamples'].iloc[0]}, {int(g['n_items'].median())} items, median); "
+                         f"'u' marks uninformative "
                          f"layer pairs ({int(g['uninformative'].sum())}).")
-    cols = [c for c in ["model_a", "layer_a", "model_b", "layer_b", "readout", "floor_kind", "floor", "score", "ceiling",
-                        "calibrated", "calibrated_ci_low", "calibrated_ci_high", "uninformative", "degenerate", "n_items"]
+    cols = [c for c in ["model_a", "layer_a", "model_b", "layer_b", "readout", "floor_random", "floor_token", "floor_kind",
+                        "score", "score_ci_low", "score_ci_high", "ceiling", "calibrated", "calibrated_ci_low",
+                        "calibrated_ci_high", "calibrated_random", "calibrated_token", "calibrated_kind", "uninformative",
+                        "resamples", "ci_method", "degenerate", "n_items", "n_docs"]
             if c in readouts]
     sections.append(("Floor, pair and ceiling", body + H.table(readouts[cols])))
     body = ""
     for a, b in model_pairs(cfg):
         p = best_layer_curve(best, a.key, b.key, out / f"best_layers_{a.key}__{b.key}.png", by="readout")
         figs.append(p)
-        body += H.img(p, f"For each {a.key} layer, the {b.key} layer with the highest score per readout, by relative "
-                         f"depth ((L+1)/blocks); labels give the score and its 95% CI ({len(a.layers)} A layers x "
-                         f"{len(b.layers)} B layers).")
+        body += H.img(p, f"For each {a.key} layer, the {b.key} layer chosen on the train documents per readout, by "
+                         f"relative depth ((L+1)/blocks); labels give its held-out score and 95% interval "
+                         f"({len(a.layers)} A layers x {len(b.layers)} B layers). 'test_would_pick' in the table is the "
+                         f"layer the test documents would have chosen, shown, never used.")
     sections.append(("Best-matching layer against relative depth", body + H.table(best)))
     frac_path = cal_dir / "fractions.parquet"
     if frac_path.is_file():
         sections.append(("Universal fractions", "<p>A pair is universal when its held-out correlation is above the "
-                         f"{cfg.calibration.universal_floor_pct:g}th percentile of the floor's and reaches "
+                         f"{cfg.calibration.universal_floor_pct:g}th percentile of the strongest floor's pairs and reaches "
                          f"{cfg.calibration.universal_twin_frac:g} of its features' seed-twin correlation "
-                         f"({cfg.calibration.twin_reference}). For scale: 1-5% of GPT-2 neurons are universal (Gurnee et "
-                         "al. 2024); 30-53% of SAE latents are shared across seeds (Paulo &amp; Belrose 2025).</p>"
+                         f"({cfg.calibration.twin_reference}). The fraction is of <b>all live features of A</b>, each "
+                         "counted once, at one B layer; the interval resamples test documents. Literature figures use "
+                         "other denominators and are not directly comparable: Gurnee et al. (2024) count GPT-2 neurons "
+                         "(1-5%) correlated across seeds of one model; Paulo &amp; Belrose (2025) count SAE latents shared "
+                         "across SAE seeds (30-53%), which is our ceiling's question, not the cross-model one.</p>"
                          + H.table(pd.read_parquet(frac_path))))
     body = '<div class="grid">'
     for a, b in model_pairs(cfg):
@@ -125,7 +140,7 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     ev = pd.DataFrame(evals)[["model", "layer", "d_sae", "fvu", "l0", "dead_frac", "dense_frac", "loss_clean", "loss_spliced",
                               "loss_recovered"]]
     sections.append(("SAE quality (held-out units; dense = fires on > 10% of units)", H.table(ev)))
-    for stage_name in ("transfer", "crosscoder"):  # sections of the optional stages, when the run has them
+    for stage_name in ("transfer", "crosscoder", "interactions"):  # sections of the optional stages, when the run has them
         if getattr(cfg, stage_name).enabled:
             import importlib
 

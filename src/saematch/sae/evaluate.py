@@ -46,9 +46,11 @@ class SAEEval:
 
 @torch.no_grad()
 def reconstruction_stats(
-    sae: Any, store: LayerStore, start: int, stop: int, batch: int = 2048, dense_threshold: float = 0.1
+    sae: Any, store: LayerStore, start: int, stop: int, batch: int = 2048, dense_threshold: float = 0.1,
+    rows: Any = None,
 ) -> SAEEval:
-    """Stream rows ``[start, stop)`` through the SAE and accumulate quality statistics."""
+    """Stream rows ``[start, stop)`` (or the sorted indices ``rows``) through the SAE and accumulate quality
+    statistics."""
     d_sae = sae.cfg.d_sae
     device = sae.W_dec.device
     fires = torch.zeros(d_sae, dtype=torch.long, device=device)
@@ -57,7 +59,8 @@ def reconstruction_stats(
     sum_sq = 0.0
     l0 = 0.0
     n = 0
-    for x in store.iter_rows(start, stop, batch):
+    it = store.iter_rows(start, stop, batch) if rows is None else store.iter_take(rows, batch)
+    for x in it:
         xd = x.to(device, non_blocking=True)
         f = sae.encode(xd)
         x_hat = sae.decode(f)

@@ -19,8 +19,9 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -50,11 +51,18 @@ def make_training_sae(cfg: SAEConfig, d_in: int, hook: str = "", device: str = "
     return sae
 
 
-def activation_stats(store: LayerStore, stop: int, batch: int = 4096) -> tuple[float, torch.Tensor]:
-    """``scale = sqrt(d_in / mean ||x||^2)`` and the mean row ``[d_in]`` over rows ``[0, stop)``, streamed."""
+def train_rows(rows: Union[int, np.ndarray]) -> np.ndarray:
+    """Sorted training row indices: ``rows`` itself, or ``[0, rows)`` for a count."""
+    if isinstance(rows, (int, np.integer)):
+        return np.arange(int(rows), dtype=np.int64)
+    return np.sort(np.asarray(rows, np.int64))
+
+
+def activation_stats(store: LayerStore, rows: Union[int, np.ndarray], batch: int = 4096) -> tuple[float, torch.Tensor]:
+    """``scale = sqrt(d_in / mean ||x||^2)`` and the mean row ``[d_in]`` over the training rows, streamed."""
     total, n = 0.0, 0
     mean = torch.zeros(store.d_model, dtype=torch.float64)
-    for x in store.iter_rows(0, stop, batch):
+    for x in store.iter_take(train_rows(rows), batch):
         total += float(x.double().pow(2).sum())
         mean += x.double().sum(0)
         n += len(x)
@@ -148,20 +156,22 @@ def load_checkpoint(path: Path, trainer: Any) -> dict[str, Any]:
 
 
 def train_sae(
-    store: LayerStore, cfg: SAEConfig, out: Path, n_train: int, hook: str = "",
+    store: LayerStore, cfg: SAEConfig, out: Path, n_train: Union[int, np.ndarray], hook: str = "",
     logger: Logger = NullLogger(), log_prefix: str = "", device: str = "cpu",
 ) -> TrainResult:
-    """Train on rows ``[0, n_train)`` of ``store`` on ``device``; checkpoint into ``out`` as it goes."""
+    """Train on the rows ``n_train`` of ``store`` (sorted indices: the fit documents of the run's split; a count
+    means ``[0, n_train)``) on ``device``; checkpoint into ``out`` as it goes.  No other row is read."""
     from saematch.devices import autocast_on
 
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / CKPT
     torch.manual_seed(cfg.seed)
     sae = make_training_sae(cfg, store.d_model, hook, device)
+    n_train = train_rows(n_train)
     scale, mean = activation_stats(store, n_train)
     with torch.no_grad():  # start the decoder bias at the data mean (residuals have a large mean component)
         sae.b_dec.copy_(mean.to(device) * scale)
-    in_ram = fits_in_ram(store, n_train) if cfg.feed_in_ram is None else cfg.feed_in_ram
+    in_ram = fits_in_ram(store, len(n_train)) if cfg.feed_in_ram is None else cfg.feed_in_ram
     autocast = autocast_on(cfg.autocast, device)
     log.info("%straining on %s (autocast bf16: %s, layer held in RAM: %s, kernels: %s)", log_prefix, device,
              autocast, in_ram, getattr(sae, "kernels", None))
@@ -171,8 +181,8 @@ def train_sae(
     def data(skip: int) -> Prefetcher:
         for old in feed:
             old.close()
-        batches = store.batches(cfg.batch_size, 0, n_train, seed=cfg.seed, scale=holder["scale"], skip=skip,
-                                in_memory=in_ram)
+        batches = store.batches(cfg.batch_size, seed=cfg.seed, scale=holder["scale"], skip=skip,
+                                in_memory=in_ram, rows=n_train)
         feed[:] = [Prefetcher(batches, device, cfg.prefetch)]
         return feed[0]
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
+from scipy.stats import permutation_test, rankdata
 
 from saematch.config import SimilarityConfig
 from saematch.similarity.base import get_metric
@@ -54,14 +56,57 @@ def best_layers(scores: pd.DataFrame, n_layers_a: int, n_layers_b: int) -> pd.Da
     return pd.DataFrame(out)
 
 
-def depth_agreement(best: pd.DataFrame) -> pd.DataFrame:
-    """Per metric: Spearman between relative depth of A's layers and of their best B layers."""
+class DepthTest(NamedTuple):
+    """Spearman ρ between A's layer depths and the depths of their best B layers, with a one-sided p-value.
+
+    p_value: chance of ρ at least this large when the best B layers are assigned to A's layers at random
+    (alternative: deeper A layers pick deeper B layers).  p_method: 'exact' (all n! pairings enumerated,
+    n <= EXACT_MAX_LAYERS), 'monte-carlo (K pairings)', or 'none'; p_reason: why there is no p-value ('' if there is).
+    """
+
+    spearman_depth: float
+    p_value: float
+    p_method: str
+    p_reason: str
+    n_layers: int
+
+
+MIN_DEPTH_LAYERS = 4  # with 3 layers the smallest attainable one-sided p is 1/6: no test can reject
+EXACT_MAX_LAYERS = 8  # 8! = 40,320 pairings: exact enumeration stays well under a second
+
+
+def depth_test(depth_a: np.ndarray, depth_b: np.ndarray, n_resamples: int = 9999, seed: int = 0) -> DepthTest:
+    """Spearman ρ of ``depth_b[n]`` against ``depth_a[n]`` and its permutation p-value (ties in depth_b keep
+    their average ranks in every pairing)."""
+    x = np.asarray(depth_a, np.float64)
+    y = np.asarray(depth_b, np.float64)
+    n = len(x)
+    if n < 2 or np.unique(x).size < 2 or np.unique(y).size < 2:
+        why = (f"needs >= 2 layers, got {n}" if n < 2 else
+               "every A layer has the same best B layer" if np.unique(y).size < 2 else "A's layers share one depth")
+        return DepthTest(float("nan"), float("nan"), "none", why, n)
+    rx, ry = rankdata(x), rankdata(y)
+    rx = (rx - rx.mean()) / np.linalg.norm(rx - rx.mean())
+    ry = (ry - ry.mean()) / np.linalg.norm(ry - ry.mean())
+
+    def rho(r: np.ndarray, axis: int = -1) -> np.ndarray:  # ranks only move with the pairing: ρ is a dot product
+        return np.sum(rx * r, axis=axis)
+
+    observed = float(rho(ry))
+    if n < MIN_DEPTH_LAYERS:
+        return DepthTest(observed, float("nan"), "none", f"needs >= {MIN_DEPTH_LAYERS} layers, got {n}", n)
+    exact = math.factorial(n) <= math.factorial(EXACT_MAX_LAYERS)
+    res = permutation_test((ry,), rho, permutation_type="pairings", vectorized=True, alternative="greater",
+                           n_resamples=np.inf if exact else n_resamples, random_state=np.random.default_rng([seed, 5]))
+    method = "exact" if exact else f"monte-carlo ({n_resamples} pairings)"
+    return DepthTest(observed, float(res.pvalue), method, "", n)
+
+
+def depth_agreement(best: pd.DataFrame, n_resamples: int = 9999, seed: int = 0) -> pd.DataFrame:
+    """Per metric: Spearman between relative depth of A's layers and of their best B layers, with its
+    permutation p-value (:func:`depth_test`)."""
     rows = []
     for metric, g in best.groupby("metric"):
-        if len(g) >= 3 and g["depth_b"].nunique() > 1:
-            res = spearmanr(g["depth_a"], g["depth_b"])
-            rho, p = float(res.statistic), float(res.pvalue)
-        else:
-            rho = p = float("nan")
-        rows.append({"metric": metric, "spearman_depth": rho, "p_value": p, "n_layers": len(g)})
-    return pd.DataFrame(rows)
+        t = depth_test(g["depth_a"].to_numpy(), g["depth_b"].to_numpy(), n_resamples, seed)
+        rows.append({"metric": metric, **t._asdict()})
+    return pd.DataFrame(rows, columns=["metric", *DepthTest._fields])

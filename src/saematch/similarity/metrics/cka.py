@@ -13,6 +13,10 @@ def _sq_norm(M: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", M, M, dtype=np.float64))
 
 
+def _sq_norm_pair(A: np.ndarray, B: np.ndarray) -> float:
+    return float(np.einsum("ij,ij->", A, B, dtype=np.float64))
+
+
 def _gram(X: np.ndarray) -> np.ndarray:
     Xc = center(X)
     return Xc @ Xc.T
@@ -43,6 +47,22 @@ class LinearCKA(BaseMetric):
         K, L = (Xc @ Xc.T).astype(np.float32), (Yc @ Yc.T).astype(np.float32)
         # <K, L[p, p]> = ||X^T Y[p]||_F^2 (centring commutes with permuting rows)
         return lambda perm: float(np.einsum("ij,ij->", K, L[np.ix_(perm, perm)], dtype=np.float64) / den)
+
+    def resampler(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
+        """The score on rows ``idx`` from the uncentred Gram matrices, computed once: a row subset's Gram matrix is
+        the sub-block, centred on the subset (tr(HKH HLH) = ||Xs^T Ys||^2 for the subset's centred rows)."""
+        X, Y = check_xy(X, Y)
+        K, L = X.astype(np.float64) @ X.T.astype(np.float64), Y.astype(np.float64) @ Y.T.astype(np.float64)
+
+        def centred(G: np.ndarray) -> np.ndarray:
+            return G - G.mean(0, keepdims=True) - G.mean(1, keepdims=True) + G.mean()
+
+        def score(idx: np.ndarray) -> float:
+            Kc, Lc = centred(K[np.ix_(idx, idx)]), centred(L[np.ix_(idx, idx)])
+            den = np.sqrt(_sq_norm(Kc) * _sq_norm(Lc))
+            return float(_sq_norm_pair(Kc, Lc) / den) if den > 0 else 0.0
+
+        return score
 
 
 def _hsic_u_parts(K: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:

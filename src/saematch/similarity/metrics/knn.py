@@ -43,6 +43,26 @@ class MutualKNN(BaseMetric):
         MX, NY, n = self._prep(X, Y)
         return float(MX[np.arange(n)[:, None], NY].sum() / (n * self.k))
 
+    def resampler(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
+        """The score on rows ``idx`` from both cosine-similarity matrices, computed once (a subset's neighbours are
+        found in the sub-block, each row's own position excluded, as :meth:`compute` does on ``X[idx]``)."""
+        X, Y = check_xy(X, Y, min_n=self.k + 2)
+        cos = lambda M: (lambda Z: Z @ Z.T)(M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-12))  # noqa: E731
+        SX, SY, k = cos(X), cos(Y), self.k
+
+        def score(idx: np.ndarray) -> float:
+            n = len(idx)
+            out = []
+            for S in (SX, SY):
+                sub = S[np.ix_(idx, idx)]
+                np.fill_diagonal(sub, -np.inf)
+                out.append(np.argpartition(-sub, k - 1, axis=1)[:, :k])
+            MX = np.zeros((n, n), dtype=bool)
+            MX[np.arange(n)[:, None], out[0]] = True
+            return float(MX[np.arange(n)[:, None], out[1]].sum() / (n * k))
+
+        return score
+
     def permuter(self, X: np.ndarray, Y: np.ndarray) -> Callable[[np.ndarray], float]:
         MX, NY, n = self._prep(X, Y)
 
