@@ -9,7 +9,7 @@ from saematch.configfields import check as _check
 from saematch.configfields import opt as _opt
 
 MAP_KINDS = ("ridge", "procrustes", "mlp")
-TASKS = ("number", "capitalised", "quoted", "before_1900")
+TASKS = ("number", "capitalised", "quoted", "after_negation", "before_1900")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class TransferConfig:
                                    "transfer is the headline)")
     steering_scales: tuple[float, ...] = _opt((0.25, 0.5, 1.0), "steering-vector norms, as fractions of B's mean "
                                                                 "residual norm at the steered layer")
-    n_random: int = _opt(4, "random directions of equal norm per scale (the steering floor)")
+    n_random: int = _opt(4, "random directions of equal norm per scale and concept, isotropic and drawn from B's "
+                            "activation covariance (the steering floors); 'beats all' has chance 1 / (n_random + 1)")
     context_units: int = _opt(16, "a unit is 'in' a concept when one of its last this-many units is a keyword")
     min_concept_units: int = _opt(20, "concepts with fewer training units in (or out of) context are skipped, "
                                       "with a warning")
@@ -50,7 +51,8 @@ class TransferConfig:
                                         "concept means), feature (decoder rows of the most concept-selective "
                                         "matched pair)")
     tasks: tuple[str, ...] = _opt(TASKS, "probe tasks, labelled from the corpus alone: number, capitalised, "
-                                         "quoted, before_1900 (needs a year in the document ids)")
+                                         "quoted, after_negation (context-dependent), before_1900 (needs a year in the "
+                                         "document ids)")
     probe_C: float = _opt(1.0, "inverse L2 strength of the logistic probes (on standardised inputs)")
     probe_max_iter: int = _opt(500, "most iterations of each logistic probe")
     floor_pct: float = _opt(99.0, "SAE-transfer floor: this percentile of B's per-feature correlations when the "

